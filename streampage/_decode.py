@@ -1,0 +1,93 @@
+"""Decoding bodies with msgspec, and reading values out of decoded bodies by dotted path."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from yarl import URL
+
+from ._errors import ConfigurationError, DecodeError
+from ._redact import redact_url
+
+_PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
+
+
+@functools.cache
+def decoder_for(type_: Any) -> msgspec.json.Decoder[Any]:
+    """One decoder per type, built once: building a typed decoder is far costlier than using it."""
+    try:
+        return msgspec.json.Decoder(type_) if type_ is not None else msgspec.json.Decoder()
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"decode={type_!r} is not a type msgspec can decode JSON into ({exc}). "
+            "Pass a msgspec.Struct subclass, a dataclass, a TypedDict or a builtin type."
+        ) from None
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes, *, page: int, url: URL) -> Any:
+    """Decode a page body, turning every msgspec and Unicode failure into our DecodeError."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        shown = redact_url(url)
+        text = str(exc)
+        match = _PATH_IN_MESSAGE.search(text)
+        raise DecodeError(
+            f"page {page} does not match the expected type: {text} (url: {shown})",
+            page=page,
+            url=shown,
+            path=match.group(1) if match else "$",
+        ) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        shown = redact_url(url)
+        excerpt = body[:120].decode("utf-8", "replace")
+        raise DecodeError(
+            f"page {page} is not valid JSON: {exc} (url: {shown}); body starts with {excerpt!r}",
+            page=page,
+            url=shown,
+            path=None,
+        ) from None
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Follow a dotted path (``"meta.total"``, ``"data.items.0"``) through mappings, structs
+    and sequences. A missing step gives ``None``, because a missing total means "unknown"."""
+    for part in path.split("."):
+        if obj is None:
+            return None
+        if isinstance(obj, Mapping):
+            obj = obj.get(part)
+        elif isinstance(obj, Sequence) and not isinstance(obj, str | bytes) and part.isdigit():
+            index = int(part)
+            obj = obj[index] if index < len(obj) else None
+        else:
+            obj = getattr(obj, part, None)
+    return obj
+
+
+def is_empty(data: Any) -> bool:
+    """Does a decoded body hold no records? The default end-of-data test when no total is known.
+
+    Empty: ``None``, an empty list or object, or an object (mapping or struct) that has list
+    fields, all of them empty (``{"items": [], "page": 7}``). An object with no list field
+    is never empty: there is nothing to tell by, so pass ``items=`` to the paginator.
+    """
+    if not data:
+        return True
+    if isinstance(data, list):
+        return False
+    if isinstance(data, msgspec.Struct):
+        values: Any = (getattr(data, f) for f in data.__struct_fields__)
+    elif isinstance(data, Mapping):
+        values = data.values()
+    else:
+        return False
+    lists = [v for v in values if isinstance(v, list | tuple)]
+    return bool(lists) and not any(lists)
+
+
+PathOrCallable = str | Callable[[Any], Any]

@@ -1,0 +1,69 @@
+"""The exceptions streampage raises.
+
+Users catch these, never aiohttp's or msgspec's: foreign errors are translated where a page
+is fetched and decoded (``_engine.py``), so every error names the page it belongs to.
+
+    StreamPageError
+     ├── ConfigurationError   bad arguments, raised before any request (also a ValueError)
+     └── PageError            one page could not be delivered; carries .page and .url
+          ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
+          ├── DecodeError     the body is not valid JSON or does not match decode=; .path
+          └── RequestError    no response: connection refused or reset, DNS failure, timeout
+
+URLs in messages and attributes are redacted (passwords and secret query parameters).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DecodeError",
+    "HTTPStatusError",
+    "PageError",
+    "RequestError",
+    "StreamPageError",
+]
+
+
+class StreamPageError(Exception):
+    """Root of every error streampage raises."""
+
+
+class ConfigurationError(StreamPageError, ValueError):
+    """An argument to stream() or a paginator is invalid; raised before any request is made."""
+
+
+class PageError(StreamPageError):
+    """A page could not be delivered. ``page`` is its number, ``url`` the redacted URL."""
+
+    def __init__(self, message: str, *, page: int, url: str) -> None:
+        super().__init__(message)
+        self.page = page
+        self.url = url
+
+
+class HTTPStatusError(PageError):
+    """The server answered a page with a status outside 2xx."""
+
+    def __init__(
+        self, message: str, *, page: int, url: str, status: int, body_excerpt: str
+    ) -> None:
+        super().__init__(message, page=page, url=url)
+        self.status = status
+        self.body_excerpt = body_excerpt
+
+
+class DecodeError(PageError):
+    """A page's body is not valid JSON, or does not match the type given as ``decode=``.
+
+    ``path`` is msgspec's path to the offending field (``$.items[3].id``), or ``None`` when
+    the body is not JSON at all.
+    """
+
+    def __init__(self, message: str, *, page: int, url: str, path: str | None) -> None:
+        super().__init__(message, page=page, url=url)
+        self.path = path
+
+
+class RequestError(PageError):
+    """No usable response arrived for a page: connection refused or reset, DNS, timeout."""

@@ -1,0 +1,44 @@
+"""Counters a stream keeps while it runs. Constant size: nothing grows with the page count."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """What a stream has done so far; read it during or after the stream (``stream.stats``).
+
+    Times are ``time.perf_counter()`` readings; use the properties for durations.
+    """
+
+    pages: int = 0  #: pages delivered to the consumer
+    requests: int = 0  #: responses received, whatever their status
+    bytes: int = 0  #: body bytes received
+    started_at: float | None = None
+    first_page_at: float | None = None
+    finished_at: float | None = None
+
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the start of the stream to its end (or to now, while it runs)."""
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else time.perf_counter()
+        return end - self.started_at
+
+    @property
+    def time_to_first_page(self) -> float | None:
+        """Seconds from the start until the consumer received the first page."""
+        if self.started_at is None or self.first_page_at is None:
+            return None
+        return self.first_page_at - self.started_at
+
+    @property
+    def pages_per_second(self) -> float:
+        elapsed = self.elapsed
+        return self.pages / elapsed if elapsed > 0 else 0.0

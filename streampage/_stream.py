@@ -1,0 +1,338 @@
+"""``stream()``: the user-facing async iterator over pages, and its lifecycle.
+
+Two ways to consume, with one difference in when cleanup completes:
+
+- ``async with stream(...) as pages: async for page in pages: ...`` — leaving the block by any
+  route (end, ``break``, exception, cancellation) cancels every worker and in-flight request,
+  closes the session, and *waits* for all of it before the block exits. Nothing of the stream
+  runs afterwards. Prefer this form.
+- ``async for page in stream(...): ...`` — a bare loop has no exit hook, so cleanup is
+  requested when the stream object is dropped (the loop's ``break`` or exception releases it;
+  ``__del__`` cancels the engine task) and completes over the next few event-loop turns,
+  without the caller waiting. If you keep a reference (``s = stream(...)``), call
+  ``await s.aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from time import perf_counter
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, overload
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from ._decode import decoder_for
+from ._engine import _END, Engine
+from ._errors import ConfigurationError, PageError, StreamPageError
+from ._page import Page
+from ._pagination import PageNumber, Paginator
+from ._redact import redact_url
+from ._stats import StreamStats
+
+T = TypeVar("T")
+
+__all__ = ["Stream", "stream"]
+
+ParamValue = str | int | float
+
+
+class Stream(Generic[T]):
+    """An async iterator of pages, and an async context manager that owns its cleanup.
+
+    Made by :func:`stream`; can be iterated once.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: URL,
+        pages: Paginator,
+        decode: Any,
+        concurrency: int,
+        ordered: bool,
+        buffer: int,
+        window: int,
+        headers: Mapping[str, str],
+        session: aiohttp.ClientSession | None,
+        timeout: float | None,
+        max_pages: int | None,
+    ) -> None:
+        self._url = url
+        self._paginator = pages
+        self._decoder = decoder_for(decode)
+        self._concurrency = concurrency
+        self._ordered = ordered
+        self._buffer = buffer
+        self._window = window
+        self._headers = dict(headers)
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_pages = max_pages
+        self.stats = StreamStats()
+        self._engine: Engine | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = False
+        # ordered mode: results that arrived ahead of their turn, by sequence number
+        self._pending: dict[int, tuple[int, Any]] = {}
+        self._next_seq = 0
+        self._ended = False
+        self._run_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start(self) -> Engine:
+        if self._done:
+            raise StreamPageError("this stream has already ended; call stream() again")
+        engine = Engine(
+            url=self._url,
+            headers=self._headers,
+            decoder=self._decoder,
+            run=self._paginator.begin(max_pages=self._max_pages),
+            concurrency=self._concurrency,
+            buffer=self._buffer,
+            window=self._window if self._ordered else None,
+            session=self._session,
+            timeout=self._timeout,
+            stats=self.stats,
+        )
+        self._engine = engine
+        self.stats.start()
+        # The engine task holds the engine, never this Stream: see __del__.
+        self._task = asyncio.get_running_loop().create_task(engine.main())
+        return engine
+
+    async def __aenter__(self) -> Self:
+        if self._engine is None:
+            self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every worker, cancel in-flight requests, close the session; wait for all."""
+        self._finish()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _finish(self) -> None:
+        """Mark the stream ended and ask the engine task to stop (without waiting)."""
+        if not self._done:
+            self._done = True
+            self.stats.finished_at = perf_counter()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def __del__(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                task.cancel()
+
+    # ------------------------------------------------------------------ iteration
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Page[T]:
+        engine = self._engine
+        if engine is None:
+            engine = self._start()
+        elif self._done:
+            raise StopAsyncIteration
+        if self._ordered:
+            return await self._next_ordered(engine)
+        get = engine.results.get
+        past_end = engine.run.past_end
+        while True:
+            _seq, number, payload = await get()
+            if payload is None:
+                continue
+            if payload is _END:
+                await self._end(engine)
+            if past_end(number):
+                continue
+            return self._deliver(payload)
+
+    async def _next_ordered(self, engine: Engine) -> Page[T]:
+        pending = self._pending
+        past_end = engine.run.past_end
+        while True:
+            item = pending.pop(self._next_seq, None)
+            if item is None and self._ended:
+                if not pending:
+                    await self._end(engine)
+                # only sequence numbers that were never produced can be missing here
+                self._next_seq = min(pending)
+                continue
+            if item is not None:
+                self._next_seq += 1
+                engine.head = self._next_seq
+                engine.window_moved.set()
+                number, payload = item
+                if payload is None or past_end(number):
+                    continue
+                return self._deliver(payload)
+            seq, number, payload = await engine.results.get()
+            if payload is _END:
+                self._ended = True
+                continue
+            pending[seq] = (number, payload)
+
+    def _deliver(self, payload: Any) -> Page[T]:
+        if isinstance(payload, PageError):
+            self._finish()
+            raise payload
+        stats = self.stats
+        stats.pages += 1
+        if stats.first_page_at is None:
+            stats.first_page_at = perf_counter()
+        page: Page[T] = payload
+        return page
+
+    async def _end(self, engine: Engine) -> None:
+        """The run is over: raise its own failure if it had one, else stop iterating."""
+        self._done = True
+        self.stats.finished_at = perf_counter()
+        if self._task is not None:
+            await self._task  # it has put _END, its last act: this returns at once
+        if engine.error is not None:
+            raise StreamPageError(f"the stream failed: {engine.error!r}") from engine.error
+        raise StopAsyncIteration
+
+
+@overload
+def stream(
+    url: str | URL,
+    *,
+    pages: Paginator | None = ...,
+    decode: None = ...,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    buffer: int | None = ...,
+    window: int | None = ...,
+    params: Mapping[str, ParamValue] | None = ...,
+    headers: Mapping[str, str] | None = ...,
+    session: aiohttp.ClientSession | None = ...,
+    timeout: float | None = ...,
+    max_pages: int | None = ...,
+) -> Stream[Any]: ...
+
+
+@overload
+def stream(
+    url: str | URL,
+    *,
+    pages: Paginator | None = ...,
+    decode: type[T],
+    concurrency: int = ...,
+    ordered: bool = ...,
+    buffer: int | None = ...,
+    window: int | None = ...,
+    params: Mapping[str, ParamValue] | None = ...,
+    headers: Mapping[str, str] | None = ...,
+    session: aiohttp.ClientSession | None = ...,
+    timeout: float | None = ...,
+    max_pages: int | None = ...,
+) -> Stream[T]: ...
+
+
+def stream(
+    url: str | URL,
+    *,
+    pages: Paginator | None = None,
+    decode: Any = None,
+    concurrency: int = 16,
+    ordered: bool = False,
+    buffer: int | None = None,
+    window: int | None = None,
+    params: Mapping[str, ParamValue] | None = None,
+    headers: Mapping[str, str] | None = None,
+    session: aiohttp.ClientSession | None = None,
+    timeout: float | None = 60.0,
+    max_pages: int | None = None,
+) -> Stream[Any]:
+    """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
+
+    ``pages`` says which pages to fetch and when the data ends (default: ``PageNumber()``,
+    page 1 until an empty page or a 404). ``decode`` is a type for msgspec to decode and
+    validate each body into (``None``: plain JSON objects). ``concurrency`` requests run at
+    once over one keep-alive session. ``ordered=True`` yields pages in page order through a
+    reorder window of ``window`` pages (default ``4 * concurrency``) inside which workers keep
+    fetching while a slow page holds the head. ``buffer`` bounds the pages fetched but not yet
+    consumed (default ``concurrency``). ``params`` are added to the URL's query (never
+    mutated); ``headers`` go with every request. ``timeout`` is seconds per request, body
+    included. ``max_pages`` caps the number of pages whatever the paginator says.
+
+    Nothing happens until the stream is iterated; arguments are checked at once.
+    """
+    target = _check_url(url)
+    if params:
+        try:
+            target = target.update_query(dict(params))
+        except TypeError as exc:
+            raise ConfigurationError(f"params= has a value of an unsupported type: {exc}") from None
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency={concurrency!r} must be a whole number >= 1")
+    if buffer is None:
+        buffer = concurrency
+    elif isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+        raise ConfigurationError(f"buffer={buffer!r} must be a whole number >= 1")
+    if window is None:
+        window = 4 * concurrency
+    elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigurationError(
+            f"window={window!r} must be a whole number >= 1 (and at least concurrency, "
+            "or workers idle while the head page is slow)"
+        )
+    if max_pages is not None and (not isinstance(max_pages, int) or max_pages < 1):
+        raise ConfigurationError(f"max_pages={max_pages!r} must be a whole number >= 1 or None")
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError(f"timeout={timeout!r} must be a positive number of seconds")
+    if pages is None:
+        pages = PageNumber()
+    elif not callable(getattr(pages, "begin", None)):
+        raise ConfigurationError(
+            f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"
+        )
+    return Stream(
+        url=target,
+        pages=pages,
+        decode=decode,
+        concurrency=concurrency,
+        ordered=ordered,
+        buffer=buffer,
+        window=window,
+        headers=headers or {},
+        session=session,
+        timeout=timeout,
+        max_pages=max_pages,
+    )
+
+
+def _check_url(url: str | URL) -> URL:
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"url={url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(
+            f"url {redact_url(parsed)!r} is not an http(s) URL with a host; "
+            "expected something like 'https://api.example.com/items'"
+        )
+    return parsed
