@@ -63,6 +63,8 @@ class PaginatorRun(Protocol):
 
 
 class Paginator(Protocol):
+    """What ``stream(pages=...)`` accepts: a configuration that starts a fresh run per stream."""
+
     def begin(self, *, max_pages: int | None) -> PaginatorRun:
         """A fresh run state for one stream."""
 
