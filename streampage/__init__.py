@@ -12,19 +12,22 @@ from ._errors import (
     HTTPStatusError,
     PageError,
     RequestError,
+    ResponseTooLargeError,
     StreamPageError,
 )
 from ._page import Page, ResponseInfo
 from ._pagination import Header, PageNumber, Paginator, PaginatorRun
+from ._policy import RateLimit, RetryPolicy, Timeout
 from ._runner import run
 from ._stats import StreamStats
-from ._stream import Stream, stream
+from ._stream import Failure, Stream, stream
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
     "DecodeError",
+    "Failure",
     "HTTPStatusError",
     "Header",
     "Page",
@@ -32,11 +35,15 @@ __all__ = [
     "PageNumber",
     "Paginator",
     "PaginatorRun",
+    "RateLimit",
     "RequestError",
     "ResponseInfo",
+    "ResponseTooLargeError",
+    "RetryPolicy",
     "Stream",
     "StreamPageError",
     "StreamStats",
+    "Timeout",
     "run",
     "stream",
 ]

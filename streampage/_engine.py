@@ -19,7 +19,6 @@ The engine never holds a reference to the Stream that consumes it, so a Stream d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -30,8 +29,10 @@ from yarl import URL
 
 from ._decode import decode_body
 from ._errors import DecodeError, HTTPStatusError, PageError, RequestError
+from ._http import HttpClient, Response, Transient
 from ._page import Page, ResponseInfo
 from ._pagination import PaginatorRun
+from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
 from ._redact import redact_url
 from ._stats import StreamStats
 
@@ -52,14 +53,15 @@ class Engine:
         self,
         *,
         url: URL,
-        headers: Mapping[str, str],
+        http: HttpClient,
+        control: PoolControl,
         decoder: msgspec.json.Decoder[Any],
         run: PaginatorRun,
         concurrency: int,
         buffer: int,
         window: int | None,
         session: aiohttp.ClientSession | None,
-        timeout: aiohttp.ClientTimeout,
+        verify_tls: bool,
         stats: StreamStats,
     ) -> None:
         self.run = run
@@ -68,19 +70,19 @@ class Engine:
         #: next sequence number the ordered consumer needs; the producer stays within window of it
         self.head = 0
         self.window_moved = asyncio.Event()
+        #: a failure of the run itself (not of a page), read by the consumer at _END
+        self.error: BaseException | None = None
         self._url = url
-        self._headers = dict(headers)
+        self._http = http
+        self._control = control
         self._decoder = decoder
         self._concurrency = concurrency
         self._window = window
         self._work: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue(maxsize=concurrency)
         self._user_session = session
-        self._session: aiohttp.ClientSession | None = session
-        self._timeout = timeout
+        self._verify_tls = verify_tls
         self._inflight: dict[int, tuple[int, anyio.CancelScope]] = {}
         self._any_ok = False
-        #: a failure of the run itself (not of a page), read by the consumer at _END
-        self.error: BaseException | None = None
         run.on_end = self._cancel_past
 
     # ------------------------------------------------------------------ lifecycle
@@ -102,17 +104,22 @@ class Engine:
 
     def _open_session(self) -> aiohttp.ClientSession | _Borrowed:
         if self._user_session is not None:
+            self._http.session = self._user_session
             return _Borrowed()
         connector = aiohttp.TCPConnector(
-            limit=self._concurrency, limit_per_host=0, ttl_dns_cache=300
+            limit=self._concurrency,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            ssl=self._verify_tls,
         )
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
-            timeout=self._timeout,
             headers={"User-Agent": _USER_AGENT},
             raise_for_status=False,
+            trust_env=False,
         )
-        return self._session
+        self._http.session = session
+        return session
 
     # ------------------------------------------------------------------ producer
 
@@ -138,10 +145,11 @@ class Engine:
 
     async def _worker(self) -> None:
         get = self._work.get
-        put = self.results.put
+        results = self.results
         run = self.run
         fetch = self._fetch
         inflight = self._inflight
+        stats = self.stats
         while True:
             job = await get()
             if job is None:
@@ -161,7 +169,12 @@ class Engine:
                         del inflight[seq]
             else:
                 payload = await fetch(number)
-            await put((seq, number, payload))
+            if results.full():
+                blocked = perf_counter()
+                await results.put((seq, number, payload))
+                stats.consumer_wait_seconds += perf_counter() - blocked
+            else:
+                results.put_nowait((seq, number, payload))
 
     def _cancel_past(self, last: int) -> None:
         for number, scope in self._inflight.values():
@@ -169,45 +182,95 @@ class Engine:
                 scope.cancel()
 
     async def _fetch(self, number: int) -> Page[Any] | PageError | None:
-        """Fetch and decode one page; every failure comes back as a PageError value."""
+        """Fetch and decode one page, with retries; every failure comes back as a value."""
         run = self.run
         url = self._url.update_query(run.query(number))
-        session = self._session
-        assert session is not None
-        started = perf_counter()
-        try:
-            async with session.get(url, headers=self._headers) as resp:
-                body = await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            run.failed(number)
-            return self._request_error(number, url, exc)
-        elapsed = perf_counter() - started
+        control = self._control
+        policy = control.retry
         stats = self.stats
-        stats.requests += 1
-        stats.bytes += len(body)
-        status = resp.status
-        if 200 <= status < 300:
-            self._any_ok = True
-        else:
-            if run.ends_at_status(number, status):
-                return None
-            run.failed(number)
-            return self._status_error(number, url, status, resp.reason, body)
-        try:
-            data = decode_body(self._decoder, body, page=number, url=url)
-            page = Page(number, data, ResponseInfo(status, elapsed, url, resp.headers))
-            return page if run.accept(page) else None
-        except DecodeError as exc:
-            run.failed(number)
-            return exc
+        adaptive = control.adaptive
+        attempt = decode_failures = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            await control.before_attempt()
+            started = await adaptive.acquire() if adaptive is not None else 0.0
+            status = 0
+            try:
+                resp = await self._http.get(url, number)
+                status = resp.status
+            except Transient as exc:
+                error: PageError = self._request_error(number, url, exc)
+                reason, retry_after = exc.reason, None
+            except PageError as exc:
+                error, reason, retry_after = exc, "", None
+            finally:
+                if adaptive is not None:
+                    adaptive.release(started, status in CONGESTION_STATUSES)
+            if status:
+                stats.requests += 1
+                stats.bytes += len(resp.body)
+                stats.network_seconds += resp.elapsed
+                # An exhausted budget pauses the pool until it resets, before any 429.
+                pause = rate_limit_pause(resp.headers)
+                if pause is not None:
+                    control.pause(min(pause, policy.max_retry_after))
+                if 200 <= status < 300:
+                    self._any_ok = True
+                    try:
+                        data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
+                        info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
+                        page = Page(number, data, info)
+                        return page if run.accept(page) else None
+                    except DecodeError as exc:
+                        decode_failures += 1
+                        error = exc
+                        reason = "decode" if decode_failures < policy.decode_attempts else ""
+                elif run.ends_at_status(number, status):
+                    return None
+                else:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    if retry_after is None and status in CONGESTION_STATUSES:
+                        retry_after = pause
+                    error = self._status_error(number, resp, retry_after)
+                    reason = f"status {status}" if status in policy.statuses else ""
+            # -- the attempt failed: retry, or give the page up
+            if not reason or attempt >= policy.attempts:
+                return self._give_up(number, error, attempt)
+            wait = policy.backoff_for(attempt - 1)
+            if retry_after is not None:
+                if retry_after > policy.max_retry_after:
+                    return self._give_up(number, error, attempt)
+                wait = max(wait, retry_after)
+                if status in CONGESTION_STATUSES:
+                    control.pause(retry_after)  # the whole pool slows down, not one worker
+            if waited + wait > policy.max_total:
+                return self._give_up(number, error, attempt)
+            stats.retries[reason] = stats.retries.get(reason, 0) + 1
+            waited += wait
+            stats.backoff_seconds += wait
+            await asyncio.sleep(wait)
+
+    def _give_up(self, number: int, error: PageError, attempts: int) -> PageError:
+        error.attempts = attempts
+        self.run.failed(number)
+        return error
 
     def _status_error(
-        self, number: int, url: URL, status: int, reason: str | None, body: bytes
+        self, number: int, resp: Response, retry_after: float | None
     ) -> HTTPStatusError:
-        shown = redact_url(url)
-        excerpt = body[:_BODY_EXCERPT].decode("utf-8", "replace")
+        status = resp.status
+        shown = redact_url(resp.url)
+        excerpt = resp.body[:_BODY_EXCERPT].decode("utf-8", "replace")
+        policy = self._control.retry
         hint = ""
-        if status in (401, 403):
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            hint = (
+                f" The server asks to wait {retry_after:.0f} s, more than"
+                f" RetryPolicy(max_retry_after={policy.max_retry_after:g}); raise that bound"
+                " to wait it out, or try again later."
+            )
+        elif status in (401, 403):
             hint = " Check the credentials (headers=) and that they grant access to this URL."
         elif 400 <= status < 500 and not self._any_ok:
             hint = (
@@ -215,21 +278,19 @@ class Engine:
                 " transient fault: check the URL, params= and the paginator's parameter names."
             )
         return HTTPStatusError(
-            f"page {number}: HTTP {status} {reason or ''} from {shown}; "
+            f"page {number}: HTTP {status} {resp.reason} from {shown}; "
             f"body starts with {excerpt!r}.{hint}",
             page=number,
             url=shown,
             status=status,
             body_excerpt=excerpt,
+            retry_after=retry_after,
         )
 
-    def _request_error(self, number: int, url: URL, exc: BaseException) -> RequestError:
+    def _request_error(self, number: int, url: URL, exc: Transient) -> RequestError:
         shown = redact_url(url)
-        detail = str(exc).replace(str(url), shown) or type(exc).__name__
-        if isinstance(exc, TimeoutError):
-            detail = f"timed out ({detail})" if str(exc) else "timed out"
         return RequestError(
-            f"page {number}: request to {shown} failed: {detail}", page=number, url=shown
+            f"page {number}: request to {shown} failed: {exc}", page=number, url=shown
         )
 
 

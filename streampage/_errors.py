@@ -8,9 +8,11 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
      └── PageError            one page could not be delivered; carries .page and .url
           ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
           ├── DecodeError     the body is not valid JSON or does not match decode=; .path
-          └── RequestError    no response: connection refused or reset, DNS failure, timeout
+          ├── RequestError    no response: connection refused or reset, DNS failure, timeout
+          └── ResponseTooLargeError  the body exceeds max_page_bytes (refused while streaming in)
 
 URLs in messages and attributes are redacted (passwords and secret query parameters).
+``attempts`` on a PageError is how many attempts the page had when it failed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "HTTPStatusError",
     "PageError",
     "RequestError",
+    "ResponseTooLargeError",
     "StreamPageError",
 ]
 
@@ -40,17 +43,29 @@ class PageError(StreamPageError):
         super().__init__(message)
         self.page = page
         self.url = url
+        self.attempts = 1
 
 
 class HTTPStatusError(PageError):
-    """The server answered a page with a status outside 2xx."""
+    """The server answered a page with a status outside 2xx.
+
+    ``retry_after`` is the wait in seconds the server asked for (``Retry-After``), if any.
+    """
 
     def __init__(
-        self, message: str, *, page: int, url: str, status: int, body_excerpt: str
+        self,
+        message: str,
+        *,
+        page: int,
+        url: str,
+        status: int,
+        body_excerpt: str,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, page=page, url=url)
         self.status = status
         self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
 
 
 class DecodeError(PageError):
@@ -67,3 +82,7 @@ class DecodeError(PageError):
 
 class RequestError(PageError):
     """No usable response arrived for a page: connection refused or reset, DNS, timeout."""
+
+
+class ResponseTooLargeError(PageError):
+    """A page's body is larger than ``max_page_bytes``; refused while it streamed in."""

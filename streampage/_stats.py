@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
 class StreamStats:
     """What a stream has done so far; read it during or after the stream (``stream.stats``).
 
-    Times are ``time.perf_counter()`` readings; use the properties for durations.
+    The ``*_seconds`` fields split where the workers' time went, summed over workers:
+    waiting on the rate limiter or a shared pause (``throttled``), sleeping between retries
+    (``backoff``), on the network (``network``: request sent to body read), and blocked
+    because the consumer was not taking pages fast enough (``consumer_wait``).
     """
 
     pages: int = 0  #: pages delivered to the consumer
-    requests: int = 0  #: responses received, whatever their status
+    requests: int = 0  #: responses received, whatever their status (redirect hops excluded)
     bytes: int = 0  #: body bytes received
+    retries: dict[str, int] = field(default_factory=dict)  #: retries by reason
+    failed: int = 0  #: pages that failed after their retries (skipped or raised)
+    throttled_seconds: float = 0.0
+    backoff_seconds: float = 0.0
+    network_seconds: float = 0.0
+    consumer_wait_seconds: float = 0.0
     started_at: float | None = None
     first_page_at: float | None = None
     finished_at: float | None = None
@@ -42,3 +51,7 @@ class StreamStats:
     def pages_per_second(self) -> float:
         elapsed = self.elapsed
         return self.pages / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def total_retries(self) -> int:
+        return sum(self.retries.values())

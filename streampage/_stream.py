@@ -17,28 +17,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import aiohttp
 import anyio
+import msgspec
 from yarl import URL
 
 from ._decode import decoder_for
 from ._engine import _END, Engine
 from ._errors import ConfigurationError, PageError, StreamPageError
+from ._http import HttpClient
 from ._page import Page
 from ._pagination import PageNumber, Paginator
+from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
 from ._redact import redact_url
 from ._stats import StreamStats
 
 T = TypeVar("T")
 
-__all__ = ["Stream", "stream"]
+__all__ = ["Failure", "Stream", "stream"]
 
 ParamValue = str | int | float
+OnError = Literal["raise", "skip"]
+DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """A page that failed after its retries, kept in ``stream.failures`` with ``on_error="skip"``.
+
+    ``status`` is the last HTTP status (None when no response came: see ``error``).
+    """
+
+    page: int
+    error: PageError
+    attempts: int
+    status: int | None
 
 
 class Stream(Generic[T]):
@@ -58,8 +75,15 @@ class Stream(Generic[T]):
         buffer: int,
         window: int,
         headers: Mapping[str, str],
+        secret_headers: Iterable[str],
         session: aiohttp.ClientSession | None,
-        timeout: float | None,
+        timeout: Timeout,
+        retry: RetryPolicy,
+        rate: RateLimit | None,
+        adaptive: bool,
+        max_page_bytes: int,
+        on_error: OnError,
+        verify_tls: bool,
         max_pages: int | None,
     ) -> None:
         self._url = url
@@ -69,11 +93,26 @@ class Stream(Generic[T]):
         self._ordered = ordered
         self._buffer = buffer
         self._window = window
-        self._headers = dict(headers)
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http_args: dict[str, Any] = {
+            "origin": url,
+            "headers": dict(headers),
+            "secret_headers": tuple(secret_headers),
+            "max_page_bytes": max_page_bytes,
+            "timeout": aiohttp.ClientTimeout(
+                total=timeout.attempt, sock_connect=timeout.connect, sock_read=timeout.first_byte
+            ),
+            "verify_tls": verify_tls,
+        }
+        self._retry = retry
+        self._rate = rate
+        self._adaptive = adaptive
+        self._skip = on_error == "skip"
+        self._verify_tls = verify_tls
         self._max_pages = max_pages
         self.stats = StreamStats()
+        #: pages that failed after their retries (``on_error="skip"``), in the order seen
+        self.failures: list[Failure] = []
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
@@ -90,14 +129,21 @@ class Stream(Generic[T]):
             raise StreamPageError("this stream has already ended; call stream() again")
         engine = Engine(
             url=self._url,
-            headers=self._headers,
+            http=HttpClient(**self._http_args),
+            control=PoolControl(
+                retry=self._retry,
+                rate=self._rate,
+                adaptive=self._adaptive,
+                concurrency=self._concurrency,
+                stats=self.stats,
+            ),
             decoder=self._decoder,
             run=self._paginator.begin(max_pages=self._max_pages),
             concurrency=self._concurrency,
             buffer=self._buffer,
             window=self._window if self._ordered else None,
             session=self._session,
-            timeout=self._timeout,
+            verify_tls=self._verify_tls,
             stats=self.stats,
         )
         self._engine = engine
@@ -165,7 +211,7 @@ class Stream(Generic[T]):
                 continue
             if payload is _END:
                 await self._end(engine)
-            if past_end(number):
+            if past_end(number) or self._skipped(payload):
                 continue
             return self._deliver(payload)
 
@@ -185,7 +231,7 @@ class Stream(Generic[T]):
                 engine.head = self._next_seq
                 engine.window_moved.set()
                 number, payload = item
-                if payload is None or past_end(number):
+                if payload is None or past_end(number) or self._skipped(payload):
                     continue
                 return self._deliver(payload)
             seq, number, payload = await engine.results.get()
@@ -193,6 +239,17 @@ class Stream(Generic[T]):
                 self._ended = True
                 continue
             pending[seq] = (number, payload)
+
+    def _skipped(self, payload: Any) -> bool:
+        """A failed page: recorded and passed over with on_error="skip", else not skipped."""
+        if not isinstance(payload, PageError):
+            return False
+        self.stats.failed += 1
+        if not self._skip:
+            return False
+        status = getattr(payload, "status", None)
+        self.failures.append(Failure(payload.page, payload, payload.attempts, status))
+        return True
 
     def _deliver(self, payload: Any) -> Page[T]:
         if isinstance(payload, PageError):
@@ -228,8 +285,15 @@ def stream(
     window: int | None = ...,
     params: Mapping[str, ParamValue] | None = ...,
     headers: Mapping[str, str] | None = ...,
+    secret_headers: Iterable[str] = ...,
     session: aiohttp.ClientSession | None = ...,
-    timeout: float | None = ...,
+    timeout: float | Timeout | None = ...,
+    retry: RetryPolicy | bool = ...,
+    rate: float | RateLimit | None = ...,
+    adaptive: bool = ...,
+    max_page_bytes: int = ...,
+    on_error: OnError = ...,
+    verify_tls: bool = ...,
     max_pages: int | None = ...,
 ) -> Stream[Any]: ...
 
@@ -246,8 +310,15 @@ def stream(
     window: int | None = ...,
     params: Mapping[str, ParamValue] | None = ...,
     headers: Mapping[str, str] | None = ...,
+    secret_headers: Iterable[str] = ...,
     session: aiohttp.ClientSession | None = ...,
-    timeout: float | None = ...,
+    timeout: float | Timeout | None = ...,
+    retry: RetryPolicy | bool = ...,
+    rate: float | RateLimit | None = ...,
+    adaptive: bool = ...,
+    max_page_bytes: int = ...,
+    on_error: OnError = ...,
+    verify_tls: bool = ...,
     max_pages: int | None = ...,
 ) -> Stream[T]: ...
 
@@ -263,8 +334,15 @@ def stream(
     window: int | None = None,
     params: Mapping[str, ParamValue] | None = None,
     headers: Mapping[str, str] | None = None,
+    secret_headers: Iterable[str] = (),
     session: aiohttp.ClientSession | None = None,
-    timeout: float | None = 60.0,
+    timeout: float | Timeout | None = None,
+    retry: RetryPolicy | bool = True,
+    rate: float | RateLimit | None = None,
+    adaptive: bool = False,
+    max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+    on_error: OnError = "raise",
+    verify_tls: bool = True,
     max_pages: int | None = None,
 ) -> Stream[Any]:
     """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
@@ -276,8 +354,22 @@ def stream(
     reorder window of ``window`` pages (default ``4 * concurrency``) inside which workers keep
     fetching while a slow page holds the head. ``buffer`` bounds the pages fetched but not yet
     consumed (default ``concurrency``). ``params`` are added to the URL's query (never
-    mutated); ``headers`` go with every request. ``timeout`` is seconds per request, body
-    included. ``max_pages`` caps the number of pages whatever the paginator says.
+    mutated); ``max_pages`` caps the number of pages whatever the paginator says.
+
+    Resilience: ``retry`` (``True``: ``RetryPolicy()``, 5 attempts, full-jitter backoff,
+    ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``), ``rate``
+    (requests per second, or ``RateLimit(per_second, burst)``, shared by all workers),
+    ``adaptive=True``
+    (halve the in-flight limit on 429/503, grow it back while healthy), ``timeout``
+    (seconds for a whole attempt, or ``Timeout(connect=, first_byte=, attempt=)``),
+    ``max_page_bytes`` (default 32 MiB; larger bodies are refused while they stream in).
+    ``on_error="raise"`` ends the stream with the first page that failed after its retries;
+    ``"skip"`` records it in ``stream.failures`` and goes on.
+
+    Credentials: ``headers`` go with every request to the URL's origin; those that look
+    secret (Authorization, Cookie, names with key/token/secret/auth/session) and those named
+    in ``secret_headers`` are dropped on a redirect to another origin, and never appear in
+    errors. TLS certificates are verified unless ``verify_tls=False``.
 
     Nothing happens until the stream is iterated; arguments are checked at once.
     """
@@ -302,8 +394,18 @@ def stream(
         )
     if max_pages is not None and (not isinstance(max_pages, int) or max_pages < 1):
         raise ConfigurationError(f"max_pages={max_pages!r} must be a whole number >= 1 or None")
-    if timeout is not None and timeout <= 0:
-        raise ConfigurationError(f"timeout={timeout!r} must be a positive number of seconds")
+    if not isinstance(timeout, Timeout):
+        if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
+            raise ConfigurationError(f"timeout={timeout!r} must be a positive number of seconds")
+        timeout = Timeout() if timeout is None else Timeout(attempt=timeout)
+    if rate is not None and not isinstance(rate, RateLimit):
+        rate = RateLimit(rate)
+    if on_error not in ("raise", "skip"):
+        raise ConfigurationError(f"on_error={on_error!r} must be 'raise' or 'skip'")
+    if max_page_bytes < 1:
+        raise ConfigurationError(f"max_page_bytes={max_page_bytes!r} must be >= 1")
+    if isinstance(secret_headers, str):
+        raise ConfigurationError("secret_headers= takes a list of header names, not one string")
     if pages is None:
         pages = PageNumber()
     elif not callable(getattr(pages, "begin", None)):
@@ -319,8 +421,15 @@ def stream(
         buffer=buffer,
         window=window,
         headers=headers or {},
+        secret_headers=secret_headers,
         session=session,
         timeout=timeout,
+        retry=retry if isinstance(retry, RetryPolicy) else RetryPolicy() if retry else NO_RETRY,
+        rate=rate,
+        adaptive=adaptive,
+        max_page_bytes=max_page_bytes,
+        on_error=on_error,
+        verify_tls=verify_tls,
         max_pages=max_pages,
     )
 

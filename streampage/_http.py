@@ -1,0 +1,191 @@
+"""One HTTP attempt: origin-bound credentials, redirects followed by hand, the size cap.
+
+Credentials are attached per request, by origin, because aiohttp alone does not keep them
+home: it drops an ``Authorization`` header on a cross-origin redirect but keeps ``X-Api-Key``
+and friends, and re-applies a session-level ``auth=``. Redirects are therefore followed here,
+with ``allow_redirects=False``: a hop to another origin goes on *without* the secret headers
+(as curl and browsers do), and is refused outright when the session itself carries
+credentials we cannot take off (a user session with ``auth=`` or secret default headers).
+
+Foreign exceptions become ``Transient`` (worth another attempt, with a reason for the stats)
+or a final ``PageError`` here, at one boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from time import perf_counter
+from typing import NamedTuple
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._errors import RequestError, ResponseTooLargeError
+from ._redact import redact_url
+
+__all__ = ["HttpClient", "Response", "Transient", "is_secret_header"]
+
+_SECRET_HEADER = re.compile(
+    r"authorization|cookie|api[-_]?key|token|secret|password|passwd|session|signature|auth",
+    re.IGNORECASE,
+)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
+_CHUNK = 1 << 16
+
+
+def is_secret_header(name: str) -> bool:
+    """Authorization, Cookie, and anything named like a key, token, secret or session."""
+    return _SECRET_HEADER.search(name) is not None
+
+
+class Response(NamedTuple):
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    url: URL
+    elapsed: float
+
+
+class Transient(Exception):
+    """An attempt failed in a way worth retrying; ``reason`` feeds the retry counters."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class HttpClient:
+    """Makes GET attempts for one stream."""
+
+    def __init__(
+        self,
+        *,
+        origin: URL,
+        headers: Mapping[str, str],
+        secret_headers: Iterable[str],
+        max_page_bytes: int,
+        timeout: aiohttp.ClientTimeout,
+        verify_tls: bool,
+    ) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        marked = {name.lower() for name in secret_headers}
+        self._origin = origin.origin()
+        self._all = CIMultiDict(headers)
+        self._public = CIMultiDict(
+            (k, v) for k, v in headers.items() if not (is_secret_header(k) or k.lower() in marked)
+        )
+        self._max_bytes = max_page_bytes
+        self._timeout = timeout
+        self._ssl = verify_tls
+
+    async def get(self, url: URL, number: int) -> Response:
+        """One attempt at page ``number``: raises Transient or a final PageError."""
+        session = self.session
+        assert session is not None
+        headers = self._all
+        started = perf_counter()
+        try:
+            for _hop in range(_MAX_REDIRECTS + 1):
+                async with session.get(
+                    url,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                    ssl=self._ssl,
+                ) as resp:
+                    status = resp.status
+                    if status in _REDIRECTS and "Location" in resp.headers:
+                        url, headers = self._redirect(url, resp.headers["Location"], number)
+                        continue
+                    body = await self._read(resp, number, url)
+                    return Response(
+                        status, resp.reason or "", resp.headers, body, url, perf_counter() - started
+                    )
+        except aiohttp.ClientPayloadError as exc:
+            raise Transient("truncated", f"the body was cut short ({exc})") from None
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise Transient("timeout", _describe_timeout(exc, self._timeout)) from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise Transient("connection", _scrub(str(exc) or type(exc).__name__, url)) from None
+        except aiohttp.ClientError as exc:
+            shown = redact_url(url)
+            raise RequestError(
+                f"page {number}: request to {shown} failed: {_scrub(str(exc), url)}",
+                page=number,
+                url=shown,
+            ) from None
+        shown = redact_url(url)
+        raise RequestError(
+            f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {shown}",
+            page=number,
+            url=shown,
+        )
+
+    def _redirect(self, url: URL, location: str, number: int) -> tuple[URL, CIMultiDict[str]]:
+        target = url.join(URL(location))
+        if target.scheme not in ("http", "https"):
+            raise RequestError(
+                f"page {number}: redirected to a non-HTTP URL {redact_url(target)}",
+                page=number,
+                url=redact_url(url),
+            )
+        if target.origin() == self._origin:
+            return target, self._all
+        session = self.session
+        assert session is not None
+        if session.auth is not None or any(is_secret_header(k) for k in session.headers):
+            raise RequestError(
+                f"page {number}: {redact_url(url)} redirects to another origin "
+                f"({target.origin()}), and the session given to stream() carries credentials "
+                "(auth= or secret default headers) that would follow it there. Pass the "
+                "credentials as stream(headers=...) instead, so that they stay home.",
+                page=number,
+                url=redact_url(url),
+            )
+        return target, self._public
+
+    async def _read(self, resp: aiohttp.ClientResponse, number: int, url: URL) -> bytes:
+        """The body, refused as soon as it exceeds the cap: memory never holds more."""
+        cap = self._max_bytes
+        length = resp.content_length
+        if length is not None:
+            if length > cap:
+                raise _too_large(number, url, cap, f"Content-Length is {length}")
+            return await resp.read()
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _too_large(number: int, url: URL, cap: int, detail: str) -> ResponseTooLargeError:
+    shown = redact_url(url)
+    return ResponseTooLargeError(
+        f"page {number}: the response from {shown} is larger than max_page_bytes={cap} "
+        f"({detail}); raise max_page_bytes if such pages are expected",
+        page=number,
+        url=shown,
+    )
+
+
+def _describe_timeout(exc: BaseException, timeout: aiohttp.ClientTimeout) -> str:
+    text = str(exc)
+    if text:
+        return f"timed out: {text}"
+    return (
+        f"timed out (limits: connect {timeout.sock_connect} s, first byte/silence "
+        f"{timeout.sock_read} s, whole attempt {timeout.total} s)"
+    )
+
+
+def _scrub(text: str, url: URL) -> str:
+    """Foreign messages may quote the URL: show it redacted."""
+    return text.replace(str(url), redact_url(url))
