@@ -19,6 +19,7 @@ The engine never holds a reference to the Stream that consumes it, so a Stream d
 from __future__ import annotations
 
 import asyncio
+import logging
 from time import perf_counter
 from typing import Any
 
@@ -35,6 +36,8 @@ from ._pagination import PaginatorRun
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
 from ._redact import redact_url
 from ._stats import StreamStats
+
+logger = logging.getLogger("streampage")
 
 #: Payload of the last item on the result queue.
 _END: Any = object()
@@ -247,11 +250,13 @@ class Engine:
             if waited + wait > policy.max_total:
                 return self._give_up(number, error, attempt)
             stats.retries[reason] = stats.retries.get(reason, 0) + 1
+            logger.info("retrying page %d in %.2f s after %s: %s", number, wait, reason, error)
             waited += wait
             stats.backoff_seconds += wait
             await asyncio.sleep(wait)
 
     def _give_up(self, number: int, error: PageError, attempts: int) -> PageError:
+        logger.warning("page %d failed after %d attempt(s): %s", number, attempts, error)
         error.attempts = attempts
         self.run.failed(number)
         return error

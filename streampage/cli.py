@@ -160,6 +160,8 @@ async def _stream_demo(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "pages_per_second": stats.pages_per_second,
         "first_page_ms": (stats.time_to_first_page or 0.0) * 1000,
         "megabytes": stats.bytes / 1e6,
+        "retries": stats.retries,
+        "failed": stats.failed,
         "missing": args.items - sum(seen),
         "duplicates": duplicates,
     }
@@ -241,6 +243,8 @@ def _print_summary(result: dict[str, Any], args: argparse.Namespace) -> None:
         ("pages/s", f"{result['pages_per_second']:,.0f}"),
         ("time to first page", f"{result['first_page_ms']:.1f} ms"),
         ("received", f"{result['megabytes']:.1f} MB"),
+        ("retries", ", ".join(f"{n} {why}" for why, n in result["retries"].items()) or "0"),
+        ("failed pages", str(result["failed"])),
         ("peak memory (RSS)", f"{peak_mb:.1f} MB"),
         ("event loop", "uvloop" if _runner.loop_factory() else "asyncio"),
     ]
