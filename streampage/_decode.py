@@ -16,16 +16,20 @@ from ._redact import redact_url
 _PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
 
 
-@functools.cache
 def decoder_for(type_: Any) -> msgspec.json.Decoder[Any]:
     """One decoder per type, built once: building a typed decoder is far costlier than using it."""
     try:
-        return msgspec.json.Decoder(type_) if type_ is not None else msgspec.json.Decoder()
-    except TypeError as exc:
+        return _cached_decoder(type_)
+    except TypeError as exc:  # unhashable, or a type msgspec cannot decode into
         raise ConfigurationError(
             f"decode={type_!r} is not a type msgspec can decode JSON into ({exc}). "
             "Pass a msgspec.Struct subclass, a dataclass, a TypedDict or a builtin type."
         ) from None
+
+
+@functools.cache
+def _cached_decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(type_) if type_ is not None else msgspec.json.Decoder()
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes, *, page: int, url: URL) -> Any:

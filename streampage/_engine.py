@@ -199,14 +199,15 @@ class Engine:
             await control.before_attempt()
             started = await adaptive.acquire() if adaptive is not None else 0.0
             status = 0
+            retry_after: float | None = None
             try:
                 resp = await self._http.get(url, number)
                 status = resp.status
             except Transient as exc:
                 error: PageError = self._request_error(number, url, exc)
-                reason, retry_after = exc.reason, None
+                reason = exc.reason
             except PageError as exc:
-                error, reason, retry_after = exc, "", None
+                error, reason = exc, ""
             finally:
                 if adaptive is not None:
                     adaptive.release(started, status in CONGESTION_STATUSES)

@@ -113,7 +113,9 @@ class PageNumber:
       fetched past it are cancelled or discarded, never yielded.
 
     ``has_more`` (path or function of the page) is honoured in every mode: a page for which
-    it is false is the last one. ``max_pages`` given to ``stream()`` caps all of these.
+    it is false is the last one. Without ``stop`` it makes the stream yield in page order,
+    since a page that answered early may lie past a slower page that says "no more".
+    ``max_pages`` given to ``stream()`` caps all of these.
     ``items`` names the list of records (path or function of the body) used to tell an empty
     page; by default a body is empty when it is an empty list/object, or an object whose
     list fields are all empty. With ``stop`` or a total, empty pages inside the range are
@@ -150,6 +152,13 @@ class PageNumber:
         """A fresh run state for one stream."""
         return _PageNumberRun(self, max_pages)
 
+    @property
+    def releases_in_order(self) -> bool:
+        """With ``has_more`` and no ``stop``, a page can be known not to lie past the end only
+        once every page before it has said "more": the stream then yields in page order
+        (workers still fetch ahead inside the reorder window)."""
+        return self.has_more is not None and self.stop is None
+
 
 class _PageNumberRun:
     def __init__(self, spec: PageNumber, max_pages: int | None) -> None:
@@ -184,10 +193,10 @@ class _PageNumberRun:
         spec = self._spec
         number = page.number
         if number == spec.start and self._discover and not self._first_done.is_set():
-            try:
-                self._learn_total(page)
-            finally:
-                self._first_done.set()
+            # A total that is garbage raises (the page may be retried, or fails: failed()
+            # releases the producer then); only a page that was read releases it here.
+            self._learn_total(page)
+            self._first_done.set()
         if self.past_end(number):
             return False
         if self.open_ended and self._is_empty(page):

@@ -90,7 +90,7 @@ class Stream(Generic[T]):
         self._paginator = pages
         self._decoder = decoder_for(decode)
         self._concurrency = concurrency
-        self._ordered = ordered
+        self._ordered = ordered or bool(getattr(pages, "releases_in_order", False))
         self._buffer = buffer
         self._window = window
         self._session = session
@@ -185,7 +185,7 @@ class Stream(Generic[T]):
             task.cancel()
 
     def __del__(self) -> None:
-        task = self._task
+        task = getattr(self, "_task", None)  # absent if __init__ raised
         if task is not None and not task.done():
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 task.cancel()
@@ -201,8 +201,18 @@ class Stream(Generic[T]):
             engine = self._start()
         elif self._done:
             raise StopAsyncIteration
-        if self._ordered:
-            return await self._next_ordered(engine)
+        try:
+            if self._ordered:
+                return await self._next_ordered(engine)
+            return await self._next_unordered(engine)
+        except asyncio.CancelledError:
+            # The consumer is being cancelled. A bare `async for` has no exit hook, and the
+            # CancelledError's traceback keeps this Stream alive (so __del__ will not run):
+            # stop the engine here.
+            self._finish()
+            raise
+
+    async def _next_unordered(self, engine: Engine) -> Page[T]:
         get = engine.results.get
         past_end = engine.run.past_end
         while True:
