@@ -121,6 +121,11 @@ class Engine:
             raise_for_status=False,
             trust_env=False,
         )
+        # aiohttp retries a GET once by itself when a kept-alive connection turns out dead.
+        # That retry would be invisible to the RetryPolicy (attempts silently doubled, never
+        # counted), so it is turned off; there is no public switch (aiohttp's own test_utils
+        # sets the same attribute). A session passed by the user keeps its own behaviour.
+        session._retry_connection = False
         self._http.session = session
         return session
 

@@ -72,21 +72,23 @@ class HttpClient:
         verify_tls: bool,
     ) -> None:
         self.session: aiohttp.ClientSession | None = None
-        marked = {name.lower() for name in secret_headers}
+        self._marked = frozenset(name.lower() for name in secret_headers)
         self._origin = origin.origin()
         self._all = CIMultiDict(headers)
-        self._public = CIMultiDict(
-            (k, v) for k, v in headers.items() if not (is_secret_header(k) or k.lower() in marked)
-        )
+        self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
         self._max_bytes = max_page_bytes
         self._timeout = timeout
         self._ssl = verify_tls
+
+    def _is_secret(self, name: str) -> bool:
+        return is_secret_header(name) or name.lower() in self._marked
 
     async def get(self, url: URL, number: int) -> Response:
         """One attempt at page ``number``: raises Transient or a final PageError."""
         session = self.session
         assert session is not None
         headers = self._all
+        timeout = self._timeout
         started = perf_counter()
         try:
             for _hop in range(_MAX_REDIRECTS + 1):
@@ -94,12 +96,13 @@ class HttpClient:
                     url,
                     headers=headers,
                     allow_redirects=False,
-                    timeout=self._timeout,
+                    timeout=timeout,
                     ssl=self._ssl,
                 ) as resp:
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, headers = self._redirect(url, resp.headers["Location"], number)
+                        timeout = self._remaining(started)
                         continue
                     body = await self._read(resp, number, url)
                     return Response(
@@ -108,13 +111,13 @@ class HttpClient:
         except aiohttp.ClientPayloadError as exc:
             raise Transient("truncated", f"the body was cut short ({exc})") from None
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise Transient("timeout", _describe_timeout(exc, self._timeout)) from None
+            raise Transient("timeout", _scrub(_describe_timeout(exc, self._timeout))) from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
-            raise Transient("connection", _scrub(str(exc) or type(exc).__name__, url)) from None
+            raise Transient("connection", _scrub(str(exc) or type(exc).__name__)) from None
         except aiohttp.ClientError as exc:
             shown = redact_url(url)
             raise RequestError(
-                f"page {number}: request to {shown} failed: {_scrub(str(exc), url)}",
+                f"page {number}: request to {shown} failed: {_scrub(str(exc))}",
                 page=number,
                 url=shown,
             ) from None
@@ -123,6 +126,18 @@ class HttpClient:
             f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {shown}",
             page=number,
             url=shown,
+        )
+
+    def _remaining(self, started: float) -> aiohttp.ClientTimeout:
+        """The attempt deadline covers every redirect hop, not each hop afresh."""
+        total = self._timeout.total
+        if total is None:
+            return self._timeout
+        left = total - (perf_counter() - started)
+        if left <= 0:
+            raise TimeoutError(f"the attempt's {total} s ran out while following redirects")
+        return aiohttp.ClientTimeout(
+            total=left, sock_connect=self._timeout.sock_connect, sock_read=self._timeout.sock_read
         )
 
     def _redirect(self, url: URL, location: str, number: int) -> tuple[URL, CIMultiDict[str]]:
@@ -137,7 +152,7 @@ class HttpClient:
             return target, self._all
         session = self.session
         assert session is not None
-        if session.auth is not None or any(is_secret_header(k) for k in session.headers):
+        if session.auth is not None or any(self._is_secret(k) for k in session.headers):
             raise RequestError(
                 f"page {number}: {redact_url(url)} redirects to another origin "
                 f"({target.origin()}), and the session given to stream() carries credentials "
@@ -155,7 +170,9 @@ class HttpClient:
         if length is not None:
             if length > cap:
                 raise _too_large(number, url, cap, f"Content-Length is {length}")
-            return await resp.read()
+            if "Content-Encoding" not in resp.headers:
+                return await resp.read()  # exactly `length` bytes: no need to count
+        # chunked, or compressed (a small Content-Length may inflate past the cap): count
         parts: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -186,6 +203,16 @@ def _describe_timeout(exc: BaseException, timeout: aiohttp.ClientTimeout) -> str
     )
 
 
-def _scrub(text: str, url: URL) -> str:
-    """Foreign messages may quote the URL: show it redacted."""
-    return text.replace(str(url), redact_url(url))
+_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def _scrub(text: str) -> str:
+    """Foreign messages may quote a URL (with or without userinfo): show every one redacted."""
+    return _URL_IN_TEXT.sub(lambda m: _redact_or_hide(m.group(0)), text)
+
+
+def _redact_or_hide(text: str) -> str:
+    try:
+        return redact_url(text)
+    except ValueError:
+        return "<url>"

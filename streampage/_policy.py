@@ -175,9 +175,12 @@ class _Adaptive:
             self.waiters.append(fut)
             try:
                 await fut
-            finally:
+            except BaseException:
                 if fut in self.waiters:
                     self.waiters.remove(fut)
+                elif fut.done() and not fut.cancelled():
+                    self._wake()  # woken, then cancelled: pass the free slot on
+                raise
         self.inflight += 1
         return time.monotonic()
 
@@ -189,6 +192,9 @@ class _Adaptive:
                 self.last_cut = time.monotonic()
         else:
             self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+        self._wake()
+
+    def _wake(self) -> None:
         free = int(self.limit) - self.inflight
         while free > 0 and self.waiters:
             fut = self.waiters.popleft()

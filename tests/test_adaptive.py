@@ -1,0 +1,135 @@
+"""Adaptive concurrency (AIMD): cut on 429/503, grow back while healthy, within [1, concurrency]."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+import pytest
+from faults import Fault, collect, fast_retry, fault_servers
+
+import streampage
+from streampage import PageNumber
+
+
+@pytest.fixture
+async def fault_server():
+    async with fault_servers() as make:
+        yield make
+
+
+def numbers(pages):
+    return Counter(p.number for p in pages)
+
+
+async def run_throttled(fault_server, *, adaptive: bool, k: int, concurrency: int, total: int):
+    server = await fault_server(throttle_above=k, delay=0.01)
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=total),
+        concurrency=concurrency,
+        adaptive=adaptive,
+        retry=fast_retry(attempts=100, backoff=0.005, max_wait=0.02, max_total=60),
+    )
+    pages = await collect(s, within=30)
+    return server, s, pages
+
+
+async def test_settles_near_the_servers_limit_and_finishes(fault_server):
+    k, concurrency, total = 4, 16, 200
+    server, s, pages = await run_throttled(
+        fault_server, adaptive=True, k=k, concurrency=concurrency, total=total
+    )
+
+    assert numbers(pages) == Counter(range(1, total + 1))
+    late = server.hits[len(server.hits) // 2 :]
+    in_flight = statistics.median(h.in_flight for h in late)
+    throttled = sum(h.status == 429 for h in late) / len(late)
+    assert k / 2 <= in_flight <= k + 1, f"settled at {in_flight} in flight, the server takes {k}"
+    assert throttled < 0.25, f"{throttled:.0%} of the late requests were still refused"
+    assert s.stats.retries.get("status 429", 0) == server.statuses()[429]
+
+    # the same server without adaptive concurrency: far more 429s
+    plain, _, plain_pages = await run_throttled(
+        fault_server, adaptive=False, k=k, concurrency=concurrency, total=total
+    )
+    assert len(plain_pages) == total
+    assert server.statuses()[429] * 4 < plain.statuses()[429]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_one_burst_of_congestion_halves_the_limit_once_then_it_grows_back(
+    fault_server, status
+):
+    concurrency, total = 8, 120
+    # the first wave (pages 1..8, all in flight at once) is refused: one congestion event
+    schedule = {n: [Fault.status(status, delay=0.02)] for n in range(1, concurrency + 1)}
+    server = await fault_server(schedule=schedule, delay=0.01)
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=total),
+        concurrency=concurrency,
+        adaptive=True,
+        retry=fast_retry(),
+    )
+
+    pages = await collect(s)
+
+    assert numbers(pages) == Counter(range(1, total + 1))
+    # halved (8 -> 4), once: the eight refusals of one burst are one signal, not eight (which
+    # would leave 1). The first four requests after it go out together; growth by 1/limit per
+    # healthy response needs five responses to open a fifth slot.
+    assert max(h.in_flight for h in server.hits[concurrency : concurrency + 4]) == concurrency // 2
+    assert max(h.in_flight for h in server.hits[concurrency : concurrency + 8]) <= concurrency // 2
+    # healthy responses grow it back (additively) to the ceiling, never past it
+    assert max(h.in_flight for h in server.hits[-total // 3 :]) == concurrency
+    assert server.max_in_flight <= concurrency
+
+
+async def test_off_by_default_the_pool_keeps_its_concurrency(fault_server):
+    concurrency, total = 8, 80
+    schedule = {n: [Fault.status(503, delay=0.02)] for n in range(1, concurrency + 1)}
+    server = await fault_server(schedule=schedule, delay=0.01)
+    s = streampage.stream(
+        server.url, pages=PageNumber(stop=total), concurrency=concurrency, retry=fast_retry()
+    )
+
+    pages = await collect(s)
+
+    assert len(pages) == total
+    after = server.hits[concurrency : concurrency + 12]
+    assert max(h.in_flight for h in after) == concurrency
+
+
+async def test_never_below_one_in_flight_under_sustained_congestion(fault_server):
+    # every page is refused three times: the limit goes down to 1, and the stream still ends
+    concurrency, total = 6, 30
+    schedule = {n: [Fault.status(503)] * 3 for n in range(1, total + 1)}
+    server = await fault_server(schedule=schedule)
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=total),
+        concurrency=concurrency,
+        adaptive=True,
+        retry=fast_retry(attempts=4),
+    )
+
+    pages = await collect(s)
+
+    assert numbers(pages) == Counter(range(1, total + 1))
+    assert s.stats.retries == {"status 503": 3 * total}
+    assert 1 <= server.max_in_flight <= concurrency
+
+
+async def test_adaptive_with_a_shared_retry_after_pause(fault_server):
+    # 429 + Retry-After: the pool pauses once AND the limit is cut; the stream finishes
+    schedule = {n: [Fault.retry_after(429, seconds=1)] for n in range(1, 5)}
+    server = await fault_server(schedule=schedule, delay=0.01)
+    s = streampage.stream(
+        server.url, pages=PageNumber(stop=20), concurrency=4, adaptive=True, retry=fast_retry()
+    )
+
+    pages = await collect(s)
+
+    assert numbers(pages) == Counter(range(1, 21))
+    assert server.statuses()[429] == 4
