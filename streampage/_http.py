@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from time import perf_counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -77,8 +77,18 @@ class HttpClient:
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
         self._max_bytes = max_page_bytes
-        self._timeout = timeout
-        self._ssl = verify_tls
+        self.timeout = timeout
+        self.verify_tls = verify_tls
+        self._options: dict[str, Any] = {}
+
+    def attach(self, session: aiohttp.ClientSession, *, owned: bool) -> None:
+        """Use ``session``. A session the stream made already carries our timeout and TLS
+        settings, so requests need not repeat them (a few µs a page); a borrowed one gets
+        them on every request."""
+        self.session = session
+        self._options = {"allow_redirects": False}
+        if not owned:
+            self._options |= {"timeout": self.timeout, "ssl": self.verify_tls}
 
     def _is_secret(self, name: str) -> bool:
         return is_secret_header(name) or name.lower() in self._marked
@@ -87,22 +97,16 @@ class HttpClient:
         """One attempt at page ``number``: raises Transient or a final PageError."""
         session = self.session
         assert session is not None
-        headers = self._all
-        timeout = self._timeout
+        headers = self._all or None
+        options = self._options
         started = perf_counter()
         try:
             for _hop in range(_MAX_REDIRECTS + 1):
-                async with session.get(
-                    url,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    ssl=self._ssl,
-                ) as resp:
+                async with session.get(url, headers=headers, **options) as resp:
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, headers = self._redirect(url, resp.headers["Location"], number)
-                        timeout = self._remaining(started)
+                        options = options | {"timeout": self._remaining(started)}
                         continue
                     body = await self._read(resp, number, url)
                     return Response(
@@ -111,7 +115,7 @@ class HttpClient:
         except aiohttp.ClientPayloadError as exc:
             raise Transient("truncated", f"the body was cut short ({exc})") from None
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise Transient("timeout", _scrub(_describe_timeout(exc, self._timeout))) from None
+            raise Transient("timeout", _scrub(_describe_timeout(exc, self.timeout))) from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise Transient("connection", _scrub(str(exc) or type(exc).__name__)) from None
         except aiohttp.ClientError as exc:
@@ -130,17 +134,19 @@ class HttpClient:
 
     def _remaining(self, started: float) -> aiohttp.ClientTimeout:
         """The attempt deadline covers every redirect hop, not each hop afresh."""
-        total = self._timeout.total
+        total = self.timeout.total
         if total is None:
-            return self._timeout
+            return self.timeout
         left = total - (perf_counter() - started)
         if left <= 0:
             raise TimeoutError(f"the attempt's {total} s ran out while following redirects")
         return aiohttp.ClientTimeout(
-            total=left, sock_connect=self._timeout.sock_connect, sock_read=self._timeout.sock_read
+            total=left, sock_connect=self.timeout.sock_connect, sock_read=self.timeout.sock_read
         )
 
-    def _redirect(self, url: URL, location: str, number: int) -> tuple[URL, CIMultiDict[str]]:
+    def _redirect(
+        self, url: URL, location: str, number: int
+    ) -> tuple[URL, CIMultiDict[str] | None]:
         target = url.join(URL(location))
         if target.scheme not in ("http", "https"):
             raise RequestError(
@@ -149,7 +155,7 @@ class HttpClient:
                 url=redact_url(url),
             )
         if target.origin() == self._origin:
-            return target, self._all
+            return target, self._all or None
         session = self.session
         assert session is not None
         if session.auth is not None or any(self._is_secret(k) for k in session.headers):
@@ -161,7 +167,7 @@ class HttpClient:
                 page=number,
                 url=redact_url(url),
             )
-        return target, self._public
+        return target, self._public or None
 
     async def _read(self, resp: aiohttp.ClientResponse, number: int, url: URL) -> bytes:
         """The body, refused as soon as it exceeds the cap: memory never holds more."""

@@ -81,11 +81,13 @@ class Timeout:
 
     ``connect`` bounds opening a connection; ``first_byte`` bounds waiting for the response
     and every silence while its body streams in; ``attempt`` bounds the whole attempt, body
-    included, so a server that drips a byte a second still times out.
+    included, so a server that drips a byte a second still times out. ``first_byte`` is off
+    by default: ``attempt`` already ends a hung request, and aiohttp re-arms a timer on every
+    chunk read when it is set (about 4 µs a page); set it to give up sooner on a silent server.
     """
 
     connect: float | None = 10.0
-    first_byte: float | None = 30.0
+    first_byte: float | None = None
     attempt: float | None = 60.0
 
     def __post_init__(self) -> None:
@@ -129,6 +131,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - wall)
 
 
+_RATE_LIMIT_HEADERS = (
+    ("RateLimit-Remaining", "RateLimit-Reset"),
+    ("X-RateLimit-Remaining", "X-RateLimit-Reset"),
+)
+
+
 def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -> float | None:
     """Seconds until the rate-limit budget resets, when a response says it is exhausted.
 
@@ -136,14 +144,14 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
     and ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` (GitHub and others: often a Unix
     time). A reset larger than a billion is taken as a Unix time.
     """
-    for prefix in ("RateLimit-", "X-RateLimit-"):
-        remaining = headers.get(prefix + "Remaining")
+    for remaining_name, reset_name in _RATE_LIMIT_HEADERS:
+        remaining = headers.get(remaining_name)
         if remaining is None:
             continue
         try:
             if int(remaining.split(",")[0].strip()) > 0:
                 return None
-            reset = float(headers.get(prefix + "Reset", "1").split(",")[0].strip())
+            reset = float(headers.get(reset_name, "1").split(",")[0].strip())
         except ValueError:
             return None
         if reset > 1e9:
@@ -226,6 +234,11 @@ class PoolControl:
     def pause(self, seconds: float) -> None:
         """Hold every worker for ``seconds`` from now (Retry-After, rate-limit reset)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    @property
+    def must_wait(self) -> bool:
+        """Is there a rate limit or a pause in force? (Lets the common case skip an await.)"""
+        return bool(self._interval) or time.monotonic() < self._paused_until
 
     async def before_attempt(self) -> None:
         """Wait out a shared pause, then take a rate-limit slot; the wait counts as throttled.

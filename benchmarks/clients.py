@@ -1,0 +1,273 @@
+"""One benchmark client run, in a fresh process: fetch pages 1..N and report measurements as JSON.
+
+Run by ``bench.py`` once per measurement, so that peak RSS (``ru_maxrss``) and CPU time
+belong to one client and one run only. Each client imports only what it uses, for the same
+reason. Usage::
+
+    python benchmarks/clients.py CLIENT --url URL --pages N [--concurrency C] [--cpu K]
+
+Clients (``--client``):
+
+- ``streampage`` / ``streampage-uvloop``: ``streampage.stream(url, pages=PageNumber(1, N))``.
+- ``handloop`` / ``handloop-uvloop``: the reference, a minimal hand-written worker loop: a
+  bounded queue fed with page numbers, C workers, one keep-alive session, msgspec decode,
+  nothing kept.
+- ``gather``: one task per page, ``asyncio.gather``, ``TCPConnector(limit=C)``, ``resp.json()``.
+- ``threads``: ``ThreadPoolExecutor(C).map`` with one ``requests.Session`` per thread.
+
+Time to first page is from the start of the fetch (before the session exists) to the first
+decoded page being available to the code that consumes pages: for ``gather`` that is when
+``gather`` returns, because that is when the caller first sees a page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+from collections.abc import Callable, Coroutine
+from time import perf_counter, process_time
+from typing import Any
+
+
+class Meter:
+    """Start/stop clock, CPU clock, page count and first-page time of one run."""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.c0 = 0.0
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.first: float | None = None
+        self.pages = 0
+        self.errors = 0
+        self.first_error: str | None = None
+
+    def start(self) -> None:
+        self.c0 = process_time()
+        self.t0 = perf_counter()
+
+    def page(self) -> None:
+        if self.first is None:
+            self.first = perf_counter()
+        self.pages += 1
+
+    def error(self, what: object) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = repr(what)[:300]
+
+    def stop(self) -> None:
+        self.wall = perf_counter() - self.t0
+        self.cpu = process_time() - self.c0
+
+
+# ---------------------------------------------------------------------- asyncio clients
+
+
+async def streampage_client(url: str, n: int, concurrency: int, meter: Meter) -> None:
+    """The library under test, used the way its README says."""
+    import streampage
+
+    pages = streampage.PageNumber(start=1, stop=n)
+    meter.start()
+    try:
+        async with streampage.stream(url, pages=pages, concurrency=concurrency) as stream:
+            async for _page in stream:
+                meter.page()
+    except streampage.StreamPageError as exc:  # a page error ends the stream: count the rest lost
+        meter.error(exc)
+    meter.stop()
+
+
+async def handloop_client(url: str, n: int, concurrency: int, meter: Meter) -> None:
+    """The reference: what a careful programmer writes by hand for one known range of pages."""
+    import asyncio
+
+    import aiohttp
+    import msgspec
+
+    decode = msgspec.json.decode
+    meter.start()
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while True:
+                number = await queue.get()
+                if number is None:
+                    return
+                try:
+                    async with session.get(url, params={"page": number}) as resp:
+                        body = await resp.read()
+                        status = resp.status
+                    if status != 200:
+                        meter.error(f"page {number}: HTTP {status}")
+                        continue
+                    decode(body)
+                except (aiohttp.ClientError, OSError, msgspec.DecodeError) as exc:
+                    meter.error(exc)  # a worker that died here would hang the producer
+                    continue
+                meter.page()
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        for number in range(1, n + 1):
+            await queue.put(number)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    meter.stop()
+
+
+async def gather_client(url: str, n: int, concurrency: int, meter: Meter) -> None:
+    """The common pattern: one task per page, gathered; every page is held until the last."""
+    import asyncio
+
+    import aiohttp
+
+    meter.start()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def fetch(number: int) -> Any:
+            async with session.get(url, params={"page": number}) as resp:
+                resp.raise_for_status()
+                return await resp.json()
+
+        results = await asyncio.gather(
+            *(fetch(number) for number in range(1, n + 1)), return_exceptions=True
+        )
+    for result in results:
+        if isinstance(result, BaseException):
+            meter.error(result)
+        else:
+            meter.page()
+    meter.stop()
+
+
+# ---------------------------------------------------------------------- threads client
+
+
+def threads_client(url: str, n: int, concurrency: int, meter: Meter) -> None:
+    """The synchronous pattern: a thread pool, one requests.Session per thread, map in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    local = threading.local()
+
+    def fetch(number: int) -> Any:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        try:
+            resp = session.get(url, params={"page": number}, timeout=60)
+            resp.raise_for_status()
+            return resp.json()
+        except Exception as exc:  # reported, not raised: map() would stop at the first one
+            return exc
+
+    meter.start()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for result in pool.map(fetch, range(1, n + 1)):
+            if isinstance(result, Exception):
+                meter.error(result)
+            else:
+                meter.page()
+    meter.stop()
+
+
+# ---------------------------------------------------------------------- driver
+
+AsyncClient = Callable[[str, int, int, Meter], Coroutine[Any, Any, None]]
+
+ASYNC_CLIENTS: dict[str, tuple[AsyncClient, str]] = {
+    "streampage": (streampage_client, "asyncio"),
+    "streampage-uvloop": (streampage_client, "uvloop"),
+    "handloop": (handloop_client, "asyncio"),
+    "handloop-uvloop": (handloop_client, "uvloop"),
+    "gather": (gather_client, "asyncio"),
+}
+CLIENTS = [*ASYNC_CLIENTS, "threads"]
+
+
+def run_async(client: str, url: str, n: int, concurrency: int, meter: Meter) -> None:
+    """Run an asyncio client on its loop: streampage.run for streampage, asyncio.Runner else."""
+    func, loop = ASYNC_CLIENTS[client]
+    coro = func(url, n, concurrency, meter)
+    if client.startswith("streampage"):
+        import streampage
+
+        streampage.run(coro, use_uvloop=loop == "uvloop")
+        return
+    import asyncio
+
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("client", choices=CLIENTS)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--pages", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+
+    meter = Meter()
+    if args.client == "threads":
+        import requests  # noqa: F401  (imported before the baseline RSS, like the others)
+    else:
+        import aiohttp  # noqa: F401
+        import msgspec  # noqa: F401
+
+        if args.client.startswith("streampage"):
+            import streampage  # noqa: F401
+        if args.client.endswith("uvloop"):
+            import uvloop  # noqa: F401
+    rss_before = _rss_mb()
+    module_file = sys.modules["streampage"].__file__ if "streampage" in sys.modules else None
+
+    if args.client == "threads":
+        threads_client(args.url, args.pages, args.concurrency, meter)
+    else:
+        run_async(args.client, args.url, args.pages, args.concurrency, meter)
+
+    json.dump(
+        {
+            "client": args.client,
+            "pages_expected": args.pages,
+            "pages": meter.pages,
+            "lost": args.pages - meter.pages,
+            "errors": meter.errors,
+            "first_error": meter.first_error,
+            "wall_s": meter.wall,
+            "cpu_s": meter.cpu,
+            "ttfp_ms": None if meter.first is None else (meter.first - meter.t0) * 1000,
+            "peak_rss_mb": _rss_mb(),
+            "rss_before_mb": rss_before,
+            "streampage_file": module_file,
+        },
+        sys.stdout,
+    )
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
