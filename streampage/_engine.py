@@ -68,7 +68,6 @@ class Engine:
     def __init__(
         self,
         *,
-        url: URL,
         http: HttpClient,
         control: PoolControl,
         decoder: msgspec.json.Decoder[Any],
@@ -87,7 +86,6 @@ class Engine:
         self.window_moved = asyncio.Event()
         #: a failure of the run itself (not of a page), read by the consumer at _END
         self.error: BaseException | None = None
-        self._url = url
         self._http = http
         self._control = control
         self._decoder = decoder
@@ -197,12 +195,12 @@ class Engine:
                         del inflight[seq]
             else:
                 payload = await fetch(number)
-            if results.full():
+            try:
+                results.put_nowait((seq, number, payload))
+            except asyncio.QueueFull:
                 blocked = perf_counter()
                 await results.put((seq, number, payload))
                 stats.consumer_wait_seconds += perf_counter() - blocked
-            else:
-                results.put_nowait((seq, number, payload))
             if not ramped.is_set():
                 ramped.set()  # after the put: the consumer is woken before the late workers
 
@@ -214,7 +212,7 @@ class Engine:
     async def _fetch(self, number: int) -> Page[Any] | PageError | None:
         """Fetch and decode one page, with retries; every failure comes back as a value."""
         run = self.run
-        url = self._url.update_query(run.query(number))
+        url = run.url(number)
         control = self._control
         policy = control.retry
         stats = self.stats

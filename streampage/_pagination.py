@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
+
+from yarl import URL
 
 from ._decode import get_path, is_empty
 from ._errors import ConfigurationError, DecodeError
@@ -46,8 +49,8 @@ class PaginatorRun(Protocol):
     async def next(self) -> int | None:
         """The next page number to fetch, or None when there are no more."""
 
-    def query(self, number: int) -> Mapping[str, str]:
-        """Query parameters that select page ``number``."""
+    def url(self, number: int) -> URL:
+        """The URL of page ``number``."""
 
     def accept(self, page: Page[Any]) -> bool:
         """Learn from a decoded page; False when it must not be delivered (past the end)."""
@@ -65,7 +68,7 @@ class PaginatorRun(Protocol):
 class Paginator(Protocol):
     """What ``stream(pages=...)`` accepts: a configuration that starts a fresh run per stream."""
 
-    def begin(self, *, max_pages: int | None) -> PaginatorRun:
+    def begin(self, url: URL, *, max_pages: int | None) -> PaginatorRun:
         """A fresh run state for one stream."""
 
 
@@ -148,9 +151,9 @@ class PageNumber:
         if not self.param:
             raise ConfigurationError("PageNumber(param=...) must name a query parameter")
 
-    def begin(self, *, max_pages: int | None) -> _PageNumberRun:
-        """A fresh run state for one stream."""
-        return _PageNumberRun(self, max_pages)
+    def begin(self, url: URL, *, max_pages: int | None) -> _PageNumberRun:
+        """A fresh run state for one stream over ``url`` (its query already merged)."""
+        return _PageNumberRun(self, url, max_pages)
 
     @property
     def releases_in_order(self) -> bool:
@@ -161,7 +164,7 @@ class PageNumber:
 
 
 class _PageNumberRun:
-    def __init__(self, spec: PageNumber, max_pages: int | None) -> None:
+    def __init__(self, spec: PageNumber, url: URL, max_pages: int | None) -> None:
         self._spec = spec
         self._next = spec.start
         last = spec.stop
@@ -173,9 +176,13 @@ class _PageNumberRun:
         self._first_done = asyncio.Event()
         self.open_ended = spec.stop is None
         self.on_end: Callable[[int], None] = lambda last: None
-        size = {spec.size_param: str(spec.size)} if spec.size is not None else {}
-        self._base_query = size
-        self._param = spec.param
+        # Page URLs are built by appending to a fixed prefix: ~0.3 µs a page, against ~2 µs
+        # for yarl's update_query. Our own parameters are removed from the base first, so
+        # that a page=... already in the user's URL is replaced, not repeated.
+        base = url.with_fragment(None).without_query_params(spec.param, spec.size_param)
+        size = f"{quote(spec.size_param, safe='')}={spec.size}&" if spec.size is not None else ""
+        sep = "&" if base.raw_query_string else "?"
+        self._prefix = f"{base}{sep}{size}{quote(spec.param, safe='')}="
 
     async def next(self) -> int | None:
         number = self._next
@@ -186,8 +193,8 @@ class _PageNumberRun:
         self._next = number + 1
         return number
 
-    def query(self, number: int) -> Mapping[str, str]:
-        return {**self._base_query, self._param: str(number)}
+    def url(self, number: int) -> URL:
+        return URL(self._prefix + str(number), encoded=True)
 
     def accept(self, page: Page[Any]) -> bool:
         spec = self._spec

@@ -127,7 +127,6 @@ class Stream(Generic[T]):
         if self._done:
             raise StreamPageError("this stream has already ended; call stream() again")
         engine = Engine(
-            url=self._url,
             http=HttpClient(**self._http_args),
             control=PoolControl(
                 retry=self._retry,
@@ -137,7 +136,7 @@ class Stream(Generic[T]):
                 stats=self.stats,
             ),
             decoder=self._decoder,
-            run=self._paginator.begin(max_pages=self._max_pages),
+            run=self._paginator.begin(self._url, max_pages=self._max_pages),
             concurrency=self._concurrency,
             buffer=self._buffer,
             window=self._window if self._ordered else None,
@@ -215,13 +214,14 @@ class Stream(Generic[T]):
         past_end = engine.run.past_end
         while True:
             _seq, number, payload = await get()
-            if payload is None:
-                continue
-            if payload is _END:
+            if payload.__class__ is Page:  # the common case first
+                if not past_end(number):
+                    return self._deliver(payload)
+            elif payload is _END:
                 await self._end(engine)
-            if past_end(number) or self._skipped(payload):
-                continue
-            return self._deliver(payload)
+            elif payload is not None and not past_end(number) and not self._skipped(payload):
+                self._finish()
+                raise payload
 
     async def _next_ordered(self, engine: Engine) -> Page[T]:
         pending = self._pending
@@ -241,6 +241,9 @@ class Stream(Generic[T]):
                 number, payload = item
                 if payload is None or past_end(number) or self._skipped(payload):
                     continue
+                if isinstance(payload, PageError):
+                    self._finish()
+                    raise payload
                 return self._deliver(payload)
             seq, number, payload = await engine.results.get()
             if payload is _END:
@@ -260,9 +263,6 @@ class Stream(Generic[T]):
         return True
 
     def _deliver(self, payload: Any) -> Page[T]:
-        if isinstance(payload, PageError):
-            self._finish()
-            raise payload
         stats = self.stats
         stats.pages += 1
         if stats.first_page_at is None:
