@@ -11,12 +11,22 @@ from ._errors import (
     DecodeError,
     HTTPStatusError,
     PageError,
+    PaginationError,
     RequestError,
     ResponseTooLargeError,
     StreamPageError,
 )
 from ._page import Page, ResponseInfo
-from ._pagination import Header, PageNumber, Paginator, PaginatorRun
+from ._pagination import (
+    Cursor,
+    Header,
+    LinkHeader,
+    NextURL,
+    Offset,
+    PageNumber,
+    Paginator,
+    PaginatorRun,
+)
 from ._policy import RateLimit, RetryPolicy, Timeout
 from ._runner import run
 from ._stats import StreamStats
@@ -26,13 +36,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "Cursor",
     "DecodeError",
     "Failure",
     "HTTPStatusError",
     "Header",
+    "LinkHeader",
+    "NextURL",
+    "Offset",
     "Page",
     "PageError",
     "PageNumber",
+    "PaginationError",
     "Paginator",
     "PaginatorRun",
     "RateLimit",

@@ -94,4 +94,19 @@ def is_empty(data: Any) -> bool:
     return bool(lists) and not any(lists)
 
 
+def find_records(data: Any) -> Any:
+    """The list of records in a body: the body itself if it is a list, else the only list
+    field of an object (``{"items": [...], "page": 3}``); None when that is ambiguous."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, msgspec.Struct):
+        values: Any = (getattr(data, f) for f in data.__struct_fields__)
+    elif isinstance(data, Mapping):
+        values = data.values()
+    else:
+        return None
+    lists = [v for v in values if isinstance(v, list | tuple)]
+    return lists[0] if len(lists) == 1 else None
+
+
 PathOrCallable = str | Callable[[Any], Any]

@@ -156,7 +156,11 @@ class Engine:
                 while seq >= self.head + window:
                     self.window_moved.clear()
                     await self.window_moved.wait()
-            number = await run.next()
+            try:
+                number = await run.next()
+            except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
+                await self.results.put((seq, error.page, error))
+                break
             if number is None:
                 break
             await put((seq, number))

@@ -6,6 +6,7 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
     StreamPageError
      ├── ConfigurationError   bad arguments, raised before any request (also a ValueError)
      └── PageError            one page could not be delivered; carries .page and .url
+          ├── PaginationError  a loop, or a next link to another origin
           ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
           ├── DecodeError     the body is not valid JSON or does not match decode=; .path
           ├── RequestError    no response: connection refused or reset, DNS failure, timeout
@@ -22,6 +23,7 @@ __all__ = [
     "DecodeError",
     "HTTPStatusError",
     "PageError",
+    "PaginationError",
     "RequestError",
     "ResponseTooLargeError",
     "StreamPageError",
@@ -86,3 +88,8 @@ class RequestError(PageError):
 
 class ResponseTooLargeError(PageError):
     """A page's body is larger than ``max_page_bytes``; refused while it streamed in."""
+
+
+class PaginationError(PageError):
+    """The pagination cannot go on: a cursor or next link seen before (a loop), or a next
+    link to another origin. ``page`` is the page that could not be requested."""

@@ -80,6 +80,8 @@ class HttpClient:
         self.timeout = timeout
         self.verify_tls = verify_tls
         self._options: dict[str, Any] = {}
+        #: set when the paginator may follow links to other origins (cross_origin=True)
+        self.may_leave_origin = False
 
     def attach(self, session: aiohttp.ClientSession, *, owned: bool) -> None:
         """Use ``session``. A session the stream made already carries our timeout and TLS
@@ -98,6 +100,8 @@ class HttpClient:
         session = self.session
         assert session is not None
         headers = self._all or None
+        if self.may_leave_origin and url.origin() != self._origin:
+            headers = self._public or None
         options = self._options
         started = perf_counter()
         try:

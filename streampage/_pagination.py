@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,12 +20,21 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from ._decode import get_path, is_empty
-from ._errors import ConfigurationError, DecodeError
+from ._decode import find_records, get_path, is_empty
+from ._errors import ConfigurationError, DecodeError, PageError, PaginationError
 from ._page import Page
 from ._redact import redact_url
 
-__all__ = ["Header", "PageNumber", "Paginator", "PaginatorRun"]
+__all__ = [
+    "Cursor",
+    "Header",
+    "LinkHeader",
+    "NextURL",
+    "Offset",
+    "PageNumber",
+    "Paginator",
+    "PaginatorRun",
+]
 
 
 @dataclass(frozen=True)
@@ -151,9 +162,35 @@ class PageNumber:
         if not self.param:
             raise ConfigurationError("PageNumber(param=...) must name a query parameter")
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _PageNumberRun:
+    def begin(self, url: URL, *, max_pages: int | None) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        return _PageNumberRun(self, url, max_pages)
+        spec = self
+
+        def total(page: Page[Any]) -> int | None:
+            pages: int | None = None
+            if spec.total_pages is not None:
+                pages = _as_count(_read(spec.total_pages, page), "total_pages", page)
+            if pages is None and spec.total_items is not None:
+                items = _as_count(_read(spec.total_items, page), "total_items", page)
+                if items is not None:
+                    assert spec.size is not None
+                    pages = math.ceil(items / spec.size)
+            return pages
+
+        size = {spec.size_param: spec.size} if spec.size is not None else {}
+        return _IndexedRun(
+            url=url,
+            first=spec.start,
+            last=spec.stop,
+            max_pages=max_pages,
+            param=spec.param,
+            extra=size,
+            value=None,
+            total=total if spec.total_pages is not None or spec.total_items is not None else None,
+            has_more=spec.has_more,
+            items=spec.items,
+            short_page=None,
+        )
 
     @property
     def releases_in_order(self) -> bool:
@@ -163,30 +200,55 @@ class PageNumber:
         return self.has_more is not None and self.stop is None
 
 
-class _PageNumberRun:
-    def __init__(self, spec: PageNumber, url: URL, max_pages: int | None) -> None:
-        self._spec = spec
-        self._next = spec.start
-        last = spec.stop
+class _IndexedRun:
+    """Pages selected by an index in the query: page numbers, or offsets computed from them.
+
+    Numbers run from ``first``; ``value(number)`` is what goes in the query parameter
+    (the number itself for PageNumber, an offset for Offset).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: URL,
+        first: int,
+        last: int | None,
+        max_pages: int | None,
+        param: str,
+        extra: dict[str, int],
+        value: Callable[[int], int] | None,
+        total: Callable[[Page[Any]], int | None] | None,
+        has_more: str | Callable[[Page[Any]], Any] | None,
+        items: str | Callable[[Any], Any] | None,
+        short_page: int | None,
+    ) -> None:
+        self._first = first
+        self._next = first
+        # Without a known last page the end is found by looking (empty, short or 404 page);
+        # max_pages only caps that search.
+        self.open_ended = last is None
         if max_pages is not None:
-            capped = spec.start + max_pages - 1
+            capped = first + max_pages - 1
             last = capped if last is None else min(last, capped)
         self._last = last
-        self._discover = spec.total_pages is not None or spec.total_items is not None
+        self._total = total
+        self._has_more = has_more
+        self._items = items
+        self._short_page = short_page
+        self._value = value
         self._first_done = asyncio.Event()
-        self.open_ended = spec.stop is None
         self.on_end: Callable[[int], None] = lambda last: None
         # Page URLs are built by appending to a fixed prefix: ~0.3 µs a page, against ~2 µs
         # for yarl's update_query. Our own parameters are removed from the base first, so
         # that a page=... already in the user's URL is replaced, not repeated.
-        base = url.with_fragment(None).without_query_params(spec.param, spec.size_param)
-        size = f"{quote(spec.size_param, safe='')}={spec.size}&" if spec.size is not None else ""
+        base = url.with_fragment(None).without_query_params(param, *extra)
+        fixed = "".join(f"{quote(k, safe='')}={v}&" for k, v in extra.items())
         sep = "&" if base.raw_query_string else "?"
-        self._prefix = f"{base}{sep}{size}{quote(spec.param, safe='')}="
+        self._prefix = f"{base}{sep}{fixed}{quote(param, safe='')}="
 
     async def next(self) -> int | None:
         number = self._next
-        if self._discover and number > self._spec.start and not self._first_done.is_set():
+        if self._total is not None and number > self._first and not self._first_done.is_set():
             await self._first_done.wait()
         if self._last is not None and number > self._last:
             return None
@@ -194,26 +256,33 @@ class _PageNumberRun:
         return number
 
     def url(self, number: int) -> URL:
-        return URL(self._prefix + str(number), encoded=True)
+        value = number if self._value is None else self._value(number)
+        return URL(self._prefix + str(value), encoded=True)
 
     def accept(self, page: Page[Any]) -> bool:
-        spec = self._spec
         number = page.number
-        if number == spec.start and self._discover and not self._first_done.is_set():
+        if number == self._first and self._total is not None and not self._first_done.is_set():
             # A total that is garbage raises (the page may be retried, or fails: failed()
             # releases the producer then); only a page that was read releases it here.
-            self._learn_total(page)
+            pages = self._total(page)
+            if pages is not None:
+                self.open_ended = False
+                self._end_at(self._first + pages - 1)
             self._first_done.set()
         if self.past_end(number):
             return False
-        if self.open_ended and self._is_empty(page):
-            self._end_at(number - 1)
-            return False
-        if spec.has_more is not None:
+        if self.open_ended:
+            count = self._count(page)
+            if count == 0:
+                self._end_at(number - 1)
+                return False
+            if self._short_page is not None and count is not None and count < self._short_page:
+                self._end_at(number)  # a short page is the last one, and is delivered
+        if self._has_more is not None:
             more = (
-                get_path(page.data, spec.has_more)
-                if isinstance(spec.has_more, str)
-                else spec.has_more(page)
+                get_path(page.data, self._has_more)
+                if isinstance(self._has_more, str)
+                else self._has_more(page)
             )
             if not more:
                 self._end_at(number)
@@ -222,40 +291,470 @@ class _PageNumberRun:
     def ends_at_status(self, number: int, status: int) -> bool:
         # A 404 past the data is how many APIs (Django REST framework) say "no such page";
         # on the first page it is a wrong URL, which the caller reports as an error.
-        if self.open_ended and status == 404 and number > self._spec.start:
+        if self.open_ended and status == 404 and number > self._first:
             self._end_at(number - 1)
             return True
         return False
 
     def failed(self, number: int) -> None:
-        if number == self._spec.start:
+        if number == self._first:
             self._first_done.set()
 
     def past_end(self, number: int) -> bool:
         return self._last is not None and number > self._last
 
-    def _learn_total(self, page: Page[Any]) -> None:
-        spec = self._spec
-        pages: int | None = None
-        if spec.total_pages is not None:
-            pages = _as_count(_read(spec.total_pages, page), "total_pages", page)
-        if pages is None and spec.total_items is not None:
-            items = _as_count(_read(spec.total_items, page), "total_items", page)
-            if items is not None:
-                assert spec.size is not None
-                pages = math.ceil(items / spec.size)
-        if pages is not None:
-            self.open_ended = False
-            self._end_at(spec.start + pages - 1)
-
-    def _is_empty(self, page: Page[Any]) -> bool:
-        items = self._spec.items
+    def _count(self, page: Page[Any]) -> int | None:
+        """Records on the page (0 when empty), or None when they cannot be counted."""
+        items = self._items
         if items is None:
-            return is_empty(page.data)
-        records = get_path(page.data, items) if isinstance(items, str) else items(page.data)
-        return not records
+            if is_empty(page.data):
+                return 0
+            records = find_records(page.data)
+        else:
+            records = get_path(page.data, items) if isinstance(items, str) else items(page.data)
+            if not records:
+                return 0
+        return len(records) if isinstance(records, list | tuple) else None
 
     def _end_at(self, last: int) -> None:
         if self._last is None or last < self._last:
             self._last = last
             self.on_end(last)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Offset:
+    """Pages selected by an offset and a limit in the query (``?offset=200&limit=100``).
+
+    ``page.number`` is the page's index from 1; its offset is ``start + (number - 1) * limit``.
+    The end is, by priority: ``stop`` (the offset past the last item, i.e. the item count);
+    ``total_items`` read from the first response (a dotted path, a ``Header(...)`` or a
+    function of the page; the first page is fetched alone, then the rest fan out); else it
+    is found by fetching ahead: a page with fewer records than ``limit`` is the last one
+    (and is delivered), an empty page or a 404 ends the data, and ``has_more`` false ends it.
+    Records are counted from ``items`` (path or function of the body) or, by default, the
+    body if it is a list, else the only list field of the object.
+    """
+
+    limit: int = 100
+    start: int = 0
+    stop: int | None = None
+    param: str = "offset"
+    limit_param: str = "limit"
+    total_items: ValueSource | None = None
+    has_more: str | Callable[[Page[Any]], Any] | None = None
+    items: str | Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ConfigurationError(f"Offset(limit={self.limit}) must be at least 1")
+        if self.start < 0:
+            raise ConfigurationError(f"Offset(start={self.start}) must be >= 0")
+        if self.stop is not None and self.stop < self.start:
+            raise ConfigurationError(
+                f"Offset(stop={self.stop}) is before start={self.start}; stop is the offset "
+                "past the last item (the item count)"
+            )
+        if not self.param or not self.limit_param:
+            raise ConfigurationError("Offset(param=..., limit_param=...) must name parameters")
+
+    @property
+    def releases_in_order(self) -> bool:
+        """See PageNumber.releases_in_order."""
+        return self.has_more is not None and self.stop is None
+
+    def begin(self, url: URL, *, max_pages: int | None) -> _IndexedRun:
+        """A fresh run state for one stream over ``url`` (its query already merged)."""
+        spec = self
+
+        def pages_for(items: int) -> int:
+            return math.ceil(max(0, items - spec.start) / spec.limit)
+
+        def total(page: Page[Any]) -> int | None:
+            assert spec.total_items is not None
+            items = _as_count(_read(spec.total_items, page), "total_items", page)
+            return None if items is None else pages_for(items)
+
+        return _IndexedRun(
+            url=url,
+            first=1,
+            last=None if self.stop is None else pages_for(self.stop),
+            max_pages=max_pages,
+            param=self.param,
+            extra={self.limit_param: self.limit},
+            value=lambda number: spec.start + (number - 1) * spec.limit,
+            total=total if self.total_items is not None else None,
+            has_more=self.has_more,
+            items=self.items,
+            short_page=self.limit,
+        )
+
+
+# ---------------------------------------------------------------------- sequential walks
+
+
+class _Repeats:
+    """Has this cursor or URL come before? In constant memory, whatever the walk's length.
+
+    Exact over the last ``recent`` values (a loop is nearly always short: the same cursor
+    again, or two alternating), and Brent's cycle detection (R. P. Brent, "An improved
+    Monte Carlo factorization algorithm", BIT 1980) for longer cycles, which it catches
+    within twice the cycle's length.
+    """
+
+    def __init__(self, recent: int = 1024) -> None:
+        self._order: deque[str] = deque()
+        self._recent: set[str] = set()
+        self._size = recent
+        self._mark: str | None = None
+        self._power = 1
+        self._steps = 0
+
+    def seen(self, key: str) -> bool:
+        if key in self._recent or key == self._mark:
+            return True
+        self._order.append(key)
+        self._recent.add(key)
+        if len(self._order) > self._size:
+            self._recent.discard(self._order.popleft())
+        self._steps += 1
+        if self._steps == self._power:
+            self._mark, self._power, self._steps = key, self._power * 2, 0
+        return False
+
+
+class _WalkRun:
+    """A sequential walk: each page's response names the next (cursor, next URL, Link).
+
+    Numbers run 1, 2, 3... in walk order; the producer waits for page n before it can hand
+    out page n + 1, while the pipeline still overlaps fetch, decode and consumption.
+    """
+
+    open_ended = False
+
+    def __init__(self, url: URL, max_pages: int | None, *, cross_origin: bool) -> None:
+        self._urls: dict[int, URL] = {1: url}
+        self._origin = url.origin()
+        self._cross_origin = cross_origin
+        self._next = 1
+        self._last = max_pages
+        self._ended = False
+        self._error: PageError | None = None
+        self._changed = asyncio.Event()
+        self._repeats = _Repeats()
+        self.on_end: Callable[[int], None] = lambda last: None
+
+    async def next(self) -> int | None:
+        number = self._next
+        while self._waiting(number):
+            self._changed.clear()
+            await self._changed.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._ended = True
+            raise error
+        if number not in self._urls or (self._last is not None and number > self._last):
+            return None
+        self._next = number + 1
+        return number
+
+    def _waiting(self, number: int) -> bool:
+        """Is the walk still to learn whether page ``number`` exists?"""
+        return number not in self._urls and not self._ended and self._error is None
+
+    def url(self, number: int) -> URL:
+        return self._urls.pop(number)
+
+    def accept(self, page: Page[Any]) -> bool:
+        target = self.follow(page)
+        if target is None:
+            self._end()
+        else:
+            self._urls[page.number + 1] = target
+            self._changed.set()
+        return True
+
+    def follow(self, page: Page[Any]) -> URL | None:
+        """The URL of the page after ``page``, or None at the end."""
+        raise NotImplementedError
+
+    def ends_at_status(self, number: int, status: int) -> bool:
+        return False
+
+    def failed(self, number: int) -> None:
+        self._end()  # without this page's answer the walk cannot go on
+
+    def past_end(self, number: int) -> bool:
+        return False
+
+    def _end(self) -> None:
+        self._ended = True
+        self._changed.set()
+
+    def _refuse(self, page: Page[Any], message: str) -> None:
+        """Stop the walk with an error delivered after ``page`` (which is itself fine)."""
+        shown = redact_url(page.response.url)
+        self._error = PaginationError(
+            f"page {page.number} ({shown}): {message}", page=page.number + 1, url=shown
+        )
+        self._changed.set()
+
+    def _checked(self, page: Page[Any], target: URL, what: str) -> URL | None:
+        """``target`` if it may be followed; else None, with the error set."""
+        if not self._cross_origin and target.origin() != self._origin:
+            self._refuse(
+                page,
+                f"the {what} points to another origin ({target.origin()}), where the "
+                "stream's credentials must not go. Pass cross_origin=True to the paginator "
+                "to follow it anyway (secret headers are then not sent there).",
+            )
+            return None
+        if self._repeats.seen(str(target)):
+            self._refuse(
+                page,
+                f"the {what} {redact_url(target)} came up before: the pagination loops. "
+                "Check the paginator's field and parameter names.",
+            )
+            return None
+        return target
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "" or value is False:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cursor:
+    """The next cursor is a field of the body, sent back as a query parameter.
+
+    ``field`` is a dotted path (``"meta.next_cursor"``) or a function of the page; a missing,
+    null or empty cursor ends the walk. ``initial`` is sent with the first request, if given.
+    A cursor that arrives already percent-encoded is sent as it is, not encoded twice. The
+    same cursor twice stops the stream with a PaginationError instead of looping forever.
+    """
+
+    field: str | Callable[[Page[Any]], Any] = "next_cursor"
+    param: str = "cursor"
+    initial: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.param:
+            raise ConfigurationError("Cursor(param=...) must name a query parameter")
+
+    def begin(self, url: URL, *, max_pages: int | None) -> _WalkRun:
+        """A fresh run state for one stream over ``url`` (its query already merged)."""
+        return _CursorRun(self, url, max_pages)
+
+
+class _CursorRun(_WalkRun):
+    def __init__(self, spec: Cursor, url: URL, max_pages: int | None) -> None:
+        self._spec = spec
+        self._base = url.without_query_params(spec.param)
+        first = self._with_cursor(spec.initial) if spec.initial else self._base
+        super().__init__(first, max_pages, cross_origin=False)
+
+    def _with_cursor(self, cursor: str) -> URL:
+        if _ENCODED.search(cursor):
+            sep = "&" if self._base.raw_query_string else "?"
+            return URL(
+                f"{self._base}{sep}{quote(self._spec.param, safe='')}={cursor}", encoded=True
+            )
+        return self._base.update_query({self._spec.param: cursor})
+
+    def follow(self, page: Page[Any]) -> URL | None:
+        field = self._spec.field
+        cursor = _text(get_path(page.data, field) if isinstance(field, str) else field(page))
+        if cursor is None:
+            return None
+        if self._repeats.seen(cursor):
+            self._refuse(
+                page,
+                f"cursor {cursor[:60]!r} came up before: the pagination loops. Check that "
+                f"Cursor(field={field!r}) names the field of the *next* cursor.",
+            )
+            return None
+        return self._with_cursor(cursor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextURL:
+    """The body holds the URL of the next page (absolute, or relative to the response URL).
+
+    ``field`` is a dotted path (``"links.next"``) or a function of the page; a missing, null
+    or empty value ends the walk. A next URL on another origin is refused with a
+    PaginationError, because the stream's credentials would go with it; ``cross_origin=True``
+    follows it, without the secret headers.
+    """
+
+    field: str | Callable[[Page[Any]], Any] = "next"
+    cross_origin: bool = False
+
+    def begin(self, url: URL, *, max_pages: int | None) -> _WalkRun:
+        """A fresh run state for one stream over ``url`` (its query already merged)."""
+        return _NextURLRun(self, url, max_pages)
+
+    @property
+    def may_leave_origin(self) -> bool:
+        """Whether requests may go to other origins (then credentials are chosen per URL)."""
+        return self.cross_origin
+
+
+class _NextURLRun(_WalkRun):
+    def __init__(self, spec: NextURL, url: URL, max_pages: int | None) -> None:
+        self._spec = spec
+        super().__init__(url, max_pages, cross_origin=spec.cross_origin)
+
+    def follow(self, page: Page[Any]) -> URL | None:
+        field = self._spec.field
+        link = _text(get_path(page.data, field) if isinstance(field, str) else field(page))
+        if link is None:
+            return None
+        return self._checked(page, page.response.url.join(URL(link)), "next URL")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkHeader:
+    """Follow RFC 8288 ``Link`` headers: ``<https://...?page=2>; rel="next"``.
+
+    When the first response also has a ``rel="last"`` link, and the next and last URLs
+    differ in one whole-number query parameter only (GitHub's ``?page=2`` ... ``?page=34``),
+    the remaining pages are fetched in parallel by that number instead of walking next
+    links one at a time; ``fan_out=False`` turns that off (for APIs whose page URLs are
+    not stable). Links to another origin are refused unless ``cross_origin=True``.
+    """
+
+    rel: str = "next"
+    fan_out: bool = True
+    cross_origin: bool = False
+
+    def begin(self, url: URL, *, max_pages: int | None) -> _LinkRun:
+        """A fresh run state for one stream over ``url`` (its query already merged)."""
+        return _LinkRun(self, url, max_pages)
+
+    @property
+    def may_leave_origin(self) -> bool:
+        """Whether requests may go to other origins (then credentials are chosen per URL)."""
+        return self.cross_origin
+
+
+class _LinkRun(_WalkRun):
+    def __init__(self, spec: LinkHeader, url: URL, max_pages: int | None) -> None:
+        self._spec = spec
+        super().__init__(url, max_pages, cross_origin=spec.cross_origin)
+        #: set when fanning out: (template URL, parameter, its value for page 2, last page)
+        self._fan: tuple[URL, str, int, int] | None = None
+
+    def _waiting(self, number: int) -> bool:
+        return self._fan is None and super()._waiting(number)
+
+    async def next(self) -> int | None:
+        if self._fan is None:
+            number = await super().next()
+            if number is not None or self._fan is None:
+                return number
+        number = self._next
+        last = self._fan[3] if self._last is None else min(self._fan[3], self._last)
+        if number > last:
+            return None
+        self._next = number + 1
+        return number
+
+    def url(self, number: int) -> URL:
+        if self._fan is None or number < 2:
+            return super().url(number)
+        template, param, second, _last = self._fan
+        return template.update_query({param: str(second + number - 2)})
+
+    def past_end(self, number: int) -> bool:
+        return self._fan is not None and number > self._fan[3]
+
+    def follow(self, page: Page[Any]) -> URL | None:
+        if self._fan is not None:
+            return None
+        links = parse_link_header(page.response.headers.getall("Link", ()), page.response.url)
+        target = links.get(self._spec.rel)
+        if target is None:
+            return None
+        if page.number == 1 and self._spec.fan_out and "last" in links:
+            fan = _fan_out(target, links["last"])
+            if fan is not None and (self._cross_origin or target.origin() == self._origin):
+                self._fan = fan
+                self._urls.clear()
+                self._changed.set()
+                return None
+        return self._checked(page, target, "Link rel=next")
+
+    def accept(self, page: Page[Any]) -> bool:
+        if self._fan is not None:
+            return not self.past_end(page.number)
+        target = self.follow(page)
+        if self._fan is not None:
+            return True
+        if target is None:
+            self._end()
+        else:
+            self._urls[page.number + 1] = target
+            self._changed.set()
+        return True
+
+
+def _fan_out(next_url: URL, last_url: URL) -> tuple[URL, str, int, int] | None:
+    """(template, parameter, value on page 2, last page number) when ``next`` and ``last``
+    differ in exactly one whole-number query parameter, else None."""
+    if next_url.with_query(None) != last_url.with_query(None):
+        return None
+    a, b = next_url.query, last_url.query
+    if set(a) != set(b) or any(len(a.getall(k)) != 1 or len(b.getall(k)) != 1 for k in a):
+        return None
+    differing = [k for k in a if a[k] != b[k]]
+    if len(differing) != 1:
+        return None
+    param = differing[0]
+    if not (a[param].isdigit() and b[param].isdigit()):
+        return None
+    second, last_value = int(a[param]), int(b[param])
+    if last_value < second:
+        return None
+    return last_url, param, second, 2 + last_value - second
+
+
+_LINK_VALUE = re.compile(r"\s*<([^>]*)>\s*")
+_LINK_PARAM = re.compile(r';\s*([^\s=;,]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;,]*))?\s*')
+
+
+def parse_link_header(values: Any, base: URL) -> dict[str, URL]:
+    """The links of one or more ``Link`` header values by relation type (RFC 8288).
+
+    Handles several links per value, quoted parameters (which may hold ``,`` and ``;``),
+    several relation types in one ``rel`` (``rel="next last"``), and relative targets,
+    resolved against ``base``. The first link of a relation wins.
+    """
+    links: dict[str, URL] = {}
+    for value in values:
+        pos = 0
+        while pos < len(value):
+            match = _LINK_VALUE.match(value, pos)
+            if match is None:
+                break  # malformed from here on: keep what was read
+            target = match.group(1)
+            pos = match.end()
+            rels: list[str] = []
+            while (param := _LINK_PARAM.match(value, pos)) is not None:
+                pos = param.end()
+                name, raw = param.group(1).lower(), (param.group(2) or "").strip()
+                if raw.startswith('"'):
+                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+                if name == "rel" and not rels:
+                    rels = raw.lower().split()
+            for rel in rels:
+                links.setdefault(rel, base.join(URL(target)))
+            pos = value.find(",", pos)
+            if pos < 0:
+                break
+            pos += 1
+    return links

@@ -127,7 +127,7 @@ class Stream(Generic[T]):
         if self._done:
             raise StreamPageError("this stream has already ended; call stream() again")
         engine = Engine(
-            http=HttpClient(**self._http_args),
+            http=self._http_client(),
             control=PoolControl(
                 retry=self._retry,
                 rate=self._rate,
@@ -148,6 +148,11 @@ class Stream(Generic[T]):
         # The engine task holds the engine, never this Stream: see __del__.
         self._task = asyncio.get_running_loop().create_task(engine.main())
         return engine
+
+    def _http_client(self) -> HttpClient:
+        http = HttpClient(**self._http_args)
+        http.may_leave_origin = bool(getattr(self._paginator, "may_leave_origin", False))
+        return http
 
     async def __aenter__(self) -> Self:
         if self._engine is None:
