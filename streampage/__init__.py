@@ -29,6 +29,7 @@ from ._pagination import (
 )
 from ._policy import RateLimit, RetryPolicy, Timeout
 from ._runner import run
+from ._sources import Source
 from ._stats import StreamStats
 from ._stream import Failure, Stream, stream
 
@@ -55,6 +56,7 @@ __all__ = [
     "ResponseInfo",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "Source",
     "Stream",
     "StreamPageError",
     "StreamStats",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 from time import perf_counter
@@ -34,9 +35,9 @@ from ._decode import decode_body
 from ._errors import DecodeError, HTTPStatusError, PageError, RequestError
 from ._http import HttpClient, Response, Transient
 from ._page import Page, ResponseInfo
-from ._pagination import PaginatorRun
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
 from ._redact import redact_url
+from ._sources import Source, Sources, Walk
 from ._stats import StreamStats
 
 logger = logging.getLogger("streampage")
@@ -49,8 +50,11 @@ with contextlib.suppress(ImportError):
 #: Payload of the last item on the result queue.
 _END: Any = object()
 
-#: (sequence number, page number, payload): payload is a Page, a PageError, None or _END.
-Result = tuple[int, int, Any]
+#: A unit of work: (source walk, sequence number within the source, page number).
+Job = tuple[Walk, int, int]
+#: (walk, sequence, page number, payload): payload is a Page, a PageError, None (nothing to
+#: deliver: past the end) or _END (then walk is None).
+Result = tuple[Walk | None, int, int, Any]
 
 #: Workers that start at once; the rest wait for the first result (or _RAMP_AFTER seconds).
 #: Opening every connection before reading any response made the first page wait for all of
@@ -68,35 +72,34 @@ class Engine:
     def __init__(
         self,
         *,
+        sources: Sources,
         http: HttpClient,
         control: PoolControl,
         decoder: msgspec.json.Decoder[Any],
-        run: PaginatorRun,
         concurrency: int,
         buffer: int,
         window: int | None,
         session: aiohttp.ClientSession | None,
         stats: StreamStats,
     ) -> None:
-        self.run = run
         self.stats = stats
         self.results: asyncio.Queue[Result] = asyncio.Queue(maxsize=buffer)
-        #: next sequence number the ordered consumer needs; the producer stays within window of it
-        self.head = 0
+        #: ordered mode: pages handed out but not yet released to the consumer (<= window)
+        self.outstanding = 0
         self.window_moved = asyncio.Event()
         #: a failure of the run itself (not of a page), read by the consumer at _END
         self.error: BaseException | None = None
+        self._sources = sources
         self._http = http
         self._control = control
         self._decoder = decoder
         self._concurrency = concurrency
         self._window = window
-        self._work: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue(maxsize=concurrency)
+        self._work: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=concurrency)
         self._user_session = session
-        self._inflight: dict[int, tuple[int, anyio.CancelScope]] = {}
+        self._inflight: dict[Job, anyio.CancelScope] = {}
         self._any_ok = False
         self._ramped = asyncio.Event()
-        run.on_end = self._cancel_past
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,7 +119,7 @@ class Engine:
         finally:
             ramp.cancel()
         self.error = error
-        await self.results.put((-1, -1, _END))
+        await self.results.put((None, -1, -1, _END))
 
     def _open_session(self) -> aiohttp.ClientSession | _Borrowed:
         http = self._http
@@ -147,26 +150,49 @@ class Engine:
     # ------------------------------------------------------------------ producer
 
     async def _produce(self) -> None:
-        run = self.run
-        put = self._work.put
-        window = self._window
-        seq = 0
-        while True:
-            if window is not None:
-                while seq >= self.head + window:
-                    self.window_moved.clear()
-                    await self.window_moved.wait()
-            try:
-                number = await run.next()
-            except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
-                await self.results.put((seq, error.page, error))
-                break
-            if number is None:
-                break
-            await put((seq, number))
-            seq += 1
+        sources = self._sources
+        if sources.single is not None:
+            await self._feed(sources.single)
+        else:
+            # Sources are read lazily and at most `concurrency` are walked at once: enough
+            # for 50 sequential walks to keep 50 workers busy, and memory stays bounded.
+            active = asyncio.Semaphore(self._concurrency)
+            async with anyio.create_task_group() as tg:
+                async for source in sources:
+                    await active.acquire()
+                    tg.start_soon(self._feed, source, active)
         for _ in range(self._concurrency):
-            await put(None)
+            await self._work.put(None)
+
+    async def _feed(self, source: Source, active: asyncio.Semaphore | None = None) -> None:
+        """Hand out the pages of one source, as its paginator finds them."""
+        try:
+            walk = self._sources.walk(source)
+            run = walk.run
+            run.on_end = functools.partial(self._cancel_past, walk)
+            put = self._work.put
+            window = self._window
+            seq = 0
+            while True:
+                if window is not None:
+                    while self.outstanding >= window:
+                        self.window_moved.clear()
+                        await self.window_moved.wait()
+                try:
+                    number = await run.next()
+                except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
+                    error.source = source
+                    self.outstanding += 1
+                    await self.results.put((walk, seq, error.page, error))
+                    return
+                if number is None:
+                    return
+                self.outstanding += 1
+                await put((walk, seq, number))
+                seq += 1
+        finally:
+            if active is not None:
+                active.release()
 
     # ------------------------------------------------------------------ workers
 
@@ -176,7 +202,6 @@ class Engine:
             await ramped.wait()
         get = self._work.get
         results = self.results
-        run = self.run
         fetch = self._fetch
         inflight = self._inflight
         stats = self.stats
@@ -184,7 +209,8 @@ class Engine:
             job = await get()
             if job is None:
                 return
-            seq, number = job
+            walk, seq, number = job
+            run = walk.run
             payload: Page[Any] | PageError | None = None
             if run.past_end(number):
                 pass
@@ -192,30 +218,30 @@ class Engine:
                 # The end is unknown, so this fetch may turn out to be past it: make it
                 # cancellable by _cancel_past. Known ranges skip the cost of a cancel scope.
                 with anyio.CancelScope() as scope:
-                    inflight[seq] = (number, scope)
+                    inflight[job] = scope
                     try:
-                        payload = await fetch(number)
+                        payload = await fetch(walk, number)
                     finally:
-                        del inflight[seq]
+                        del inflight[job]
             else:
-                payload = await fetch(number)
+                payload = await fetch(walk, number)
             try:
-                results.put_nowait((seq, number, payload))
+                results.put_nowait((walk, seq, number, payload))
             except asyncio.QueueFull:
                 blocked = perf_counter()
-                await results.put((seq, number, payload))
+                await results.put((walk, seq, number, payload))
                 stats.consumer_wait_seconds += perf_counter() - blocked
             if not ramped.is_set():
                 ramped.set()  # after the put: the consumer is woken before the late workers
 
-    def _cancel_past(self, last: int) -> None:
-        for number, scope in self._inflight.values():
-            if number > last:
+    def _cancel_past(self, walk: Walk, last: int) -> None:
+        for (owner, _seq, number), scope in self._inflight.items():
+            if owner is walk and number > last:
                 scope.cancel()
 
-    async def _fetch(self, number: int) -> Page[Any] | PageError | None:
+    async def _fetch(self, walk: Walk, number: int) -> Page[Any] | PageError | None:
         """Fetch and decode one page, with retries; every failure comes back as a value."""
-        run = self.run
+        run = walk.run
         url = run.url(number)
         control = self._control
         policy = control.retry
@@ -231,7 +257,7 @@ class Engine:
             status = 0
             retry_after: float | None = None
             try:
-                resp = await self._http.get(url, number)
+                resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin)
                 status = resp.status
             except Transient as exc:
                 error: PageError = self._request_error(number, url, exc)
@@ -254,7 +280,7 @@ class Engine:
                     try:
                         data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
-                        page = Page(number, data, info)
+                        page = Page(number, data, info, walk.source)
                         return page if run.accept(page) else None
                     except DecodeError as exc:
                         decode_failures += 1
@@ -270,26 +296,27 @@ class Engine:
                     reason = f"status {status}" if status in policy.statuses else ""
             # -- the attempt failed: retry, or give the page up
             if not reason or attempt >= policy.attempts:
-                return self._give_up(number, error, attempt)
+                return self._give_up(walk, number, error, attempt)
             wait = policy.backoff_for(attempt - 1)
             if retry_after is not None:
                 if retry_after > policy.max_retry_after:
-                    return self._give_up(number, error, attempt)
+                    return self._give_up(walk, number, error, attempt)
                 wait = max(wait, retry_after)
                 if status in CONGESTION_STATUSES:
                     control.pause(retry_after)  # the whole pool slows down, not one worker
             if waited + wait > policy.max_total:
-                return self._give_up(number, error, attempt)
+                return self._give_up(walk, number, error, attempt)
             stats.retries[reason] = stats.retries.get(reason, 0) + 1
             logger.info("retrying page %d in %.2f s after %s: %s", number, wait, reason, error)
             waited += wait
             stats.backoff_seconds += wait
             await asyncio.sleep(wait)
 
-    def _give_up(self, number: int, error: PageError, attempts: int) -> PageError:
+    def _give_up(self, walk: Walk, number: int, error: PageError, attempts: int) -> PageError:
         logger.warning("page %d failed after %d attempt(s): %s", number, attempts, error)
         error.attempts = attempts
-        self.run.failed(number)
+        error.source = walk.source
+        walk.run.failed(number)
         return error
 
     def _status_error(

@@ -46,6 +46,8 @@ class PageError(StreamPageError):
         self.page = page
         self.url = url
         self.attempts = 1
+        #: the streampage.Source the page belongs to (set by the stream)
+        self.source: object = None
 
 
 class HTTPStatusError(PageError):

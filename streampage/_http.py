@@ -64,7 +64,6 @@ class HttpClient:
     def __init__(
         self,
         *,
-        origin: URL,
         headers: Mapping[str, str],
         secret_headers: Iterable[str],
         max_page_bytes: int,
@@ -73,15 +72,12 @@ class HttpClient:
     ) -> None:
         self.session: aiohttp.ClientSession | None = None
         self._marked = frozenset(name.lower() for name in secret_headers)
-        self._origin = origin.origin()
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
         self._max_bytes = max_page_bytes
         self.timeout = timeout
         self.verify_tls = verify_tls
         self._options: dict[str, Any] = {}
-        #: set when the paginator may follow links to other origins (cross_origin=True)
-        self.may_leave_origin = False
 
     def attach(self, session: aiohttp.ClientSession, *, owned: bool) -> None:
         """Use ``session``. A session the stream made already carries our timeout and TLS
@@ -95,12 +91,14 @@ class HttpClient:
     def _is_secret(self, name: str) -> bool:
         return is_secret_header(name) or name.lower() in self._marked
 
-    async def get(self, url: URL, number: int) -> Response:
-        """One attempt at page ``number``: raises Transient or a final PageError."""
+    async def get(self, url: URL, number: int, home: URL, may_leave: bool) -> Response:
+        """One attempt at page ``number`` of a source whose origin is ``home``: raises
+        Transient or a final PageError. Secret headers go to ``home`` only; ``may_leave``
+        says whether the paginator can hand out URLs of other origins at all."""
         session = self.session
         assert session is not None
         headers = self._all or None
-        if self.may_leave_origin and url.origin() != self._origin:
+        if may_leave and url.origin() != home:
             headers = self._public or None
         options = self._options
         started = perf_counter()
@@ -109,7 +107,7 @@ class HttpClient:
                 async with session.get(url, headers=headers, **options) as resp:
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
-                        url, headers = self._redirect(url, resp.headers["Location"], number)
+                        url, headers = self._redirect(url, resp.headers["Location"], number, home)
                         options = options | {"timeout": self._remaining(started)}
                         continue
                     body = await self._read(resp, number, url)
@@ -149,7 +147,7 @@ class HttpClient:
         )
 
     def _redirect(
-        self, url: URL, location: str, number: int
+        self, url: URL, location: str, number: int, home: URL
     ) -> tuple[URL, CIMultiDict[str] | None]:
         target = url.join(URL(location))
         if target.scheme not in ("http", "https"):
@@ -158,7 +156,7 @@ class HttpClient:
                 page=number,
                 url=redact_url(url),
             )
-        if target.origin() == self._origin:
+        if target.origin() == home:
             return target, self._all or None
         session = self.session
         assert session is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from multidict import CIMultiDictProxy
@@ -28,8 +28,10 @@ class ResponseInfo(msgspec.Struct, frozen=True):
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True):
-    """One page: its number, its decoded body, and its response metadata."""
+    """One page: its number, its decoded body, its response metadata, and its source
+    (a ``streampage.Source``: the URL, params and key it came from)."""
 
     number: int
     data: T
     response: ResponseInfo
+    source: Any = None

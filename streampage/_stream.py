@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import AsyncIterable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, overload
@@ -25,16 +26,15 @@ from typing import Any, Generic, Literal, Self, TypeVar, overload
 import aiohttp
 import anyio
 import msgspec
-from yarl import URL
 
 from ._decode import decoder_for
-from ._engine import _END, Engine
+from ._engine import Engine
 from ._errors import ConfigurationError, PageError, StreamPageError
 from ._http import HttpClient
 from ._page import Page
 from ._pagination import PageNumber, Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
-from ._redact import redact_url
+from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
 
 T = TypeVar("T")
@@ -56,6 +56,7 @@ class Failure(msgspec.Struct, frozen=True):
     error: PageError
     attempts: int
     status: int | None
+    source: Any = None
 
 
 class Stream(Generic[T]):
@@ -67,7 +68,7 @@ class Stream(Generic[T]):
     def __init__(
         self,
         *,
-        url: URL,
+        sources: Sources,
         pages: Paginator,
         decode: Any,
         concurrency: int,
@@ -84,10 +85,8 @@ class Stream(Generic[T]):
         max_page_bytes: int,
         on_error: OnError,
         verify_tls: bool,
-        max_pages: int | None,
     ) -> None:
-        self._url = url
-        self._paginator = pages
+        self._sources = sources
         self._decoder = decoder_for(decode)
         self._concurrency = concurrency
         self._ordered = ordered or bool(getattr(pages, "releases_in_order", False))
@@ -95,7 +94,6 @@ class Stream(Generic[T]):
         self._window = window
         self._session = session
         self._http_args: dict[str, Any] = {
-            "origin": url,
             "headers": dict(headers),
             "secret_headers": tuple(secret_headers),
             "max_page_bytes": max_page_bytes,
@@ -108,18 +106,16 @@ class Stream(Generic[T]):
         self._rate = rate
         self._adaptive = adaptive
         self._skip = on_error == "skip"
-        self._max_pages = max_pages
         self.stats = StreamStats()
         #: pages that failed after their retries (``on_error="skip"``), in the order seen
         self.failures: list[Failure] = []
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
-        # ordered mode: results that arrived ahead of their turn, by sequence number
-        self._pending: dict[int, tuple[int, Any]] = {}
-        self._next_seq = 0
+        # ordered mode: results whose turn has come, and the walks holding early arrivals
+        self._ready: deque[tuple[Walk, int, Any]] = deque()
+        self._holding: set[Walk] = set()
         self._ended = False
-        self._run_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,7 +132,7 @@ class Stream(Generic[T]):
                 stats=self.stats,
             ),
             decoder=self._decoder,
-            run=self._paginator.begin(self._url, max_pages=self._max_pages),
+            sources=self._sources,
             concurrency=self._concurrency,
             buffer=self._buffer,
             window=self._window if self._ordered else None,
@@ -150,9 +146,7 @@ class Stream(Generic[T]):
         return engine
 
     def _http_client(self) -> HttpClient:
-        http = HttpClient(**self._http_args)
-        http.may_leave_origin = bool(getattr(self._paginator, "may_leave_origin", False))
-        return http
+        return HttpClient(**self._http_args)
 
     async def __aenter__(self) -> Self:
         if self._engine is None:
@@ -216,56 +210,67 @@ class Stream(Generic[T]):
 
     async def _next_unordered(self, engine: Engine) -> Page[T]:
         get = engine.results.get
-        past_end = engine.run.past_end
         while True:
-            _seq, number, payload = await get()
+            walk, _seq, number, payload = await get()
             if payload.__class__ is Page:  # the common case first
-                if not past_end(number):
+                if not walk.run.past_end(number):  # type: ignore[union-attr]
                     return self._deliver(payload)
-            elif payload is _END:
+            elif walk is None:
                 await self._end(engine)
-            elif payload is not None and not past_end(number) and not self._skipped(payload):
-                self._finish()
-                raise payload
+            elif payload is not None and not walk.run.past_end(number):
+                self._fail(payload)
 
     async def _next_ordered(self, engine: Engine) -> Page[T]:
-        pending = self._pending
-        past_end = engine.run.past_end
+        """Pages in order within each source: a page waits only for its own source's head,
+        so one slow source does not hold the others back (the window bounds the total)."""
+        ready = self._ready
         while True:
-            item = pending.pop(self._next_seq, None)
-            if item is None and self._ended:
-                if not pending:
-                    await self._end(engine)
-                # only sequence numbers that were never produced can be missing here
-                self._next_seq = min(pending)
-                continue
-            if item is not None:
-                self._next_seq += 1
-                engine.head = self._next_seq
+            if ready:
+                walk, number, payload = ready.popleft()
+                engine.outstanding -= 1
                 engine.window_moved.set()
-                number, payload = item
-                if payload is None or past_end(number) or self._skipped(payload):
+                if payload is None or walk.run.past_end(number):
                     continue
-                if isinstance(payload, PageError):
-                    self._finish()
-                    raise payload
+                if payload.__class__ is not Page:
+                    self._fail(payload)
+                    continue
                 return self._deliver(payload)
-            seq, number, payload = await engine.results.get()
-            if payload is _END:
+            if self._ended:
+                if not self._holding:
+                    await self._end(engine)
+                # only sequence numbers that were never handed out can be missing here
+                walk = self._holding.pop()
+                for seq in sorted(walk.pending):
+                    ready.append((walk, *walk.pending.pop(seq)))
+                continue
+            owner, seq, number, payload = await engine.results.get()
+            if owner is None:
                 self._ended = True
                 continue
-            pending[seq] = (number, payload)
+            walk = owner
+            if seq != walk.head:
+                walk.pending[seq] = (number, payload)
+                self._holding.add(walk)
+                continue
+            ready.append((walk, number, payload))
+            walk.head += 1
+            pending = walk.pending
+            while walk.head in pending:
+                ready.append((walk, *pending.pop(walk.head)))
+                walk.head += 1
+            if not pending:
+                self._holding.discard(walk)
 
-    def _skipped(self, payload: Any) -> bool:
-        """A failed page: recorded and passed over with on_error="skip", else not skipped."""
-        if not isinstance(payload, PageError):
-            return False
+    def _fail(self, error: PageError) -> None:
+        """A page failed after its retries: recorded and passed over with on_error="skip",
+        else the end of the stream."""
         self.stats.failed += 1
         if not self._skip:
-            return False
-        status = getattr(payload, "status", None)
-        self.failures.append(Failure(payload.page, payload, payload.attempts, status))
-        return True
+            self._finish()
+            raise error
+        status = getattr(error, "status", None)
+        source = getattr(error, "source", None)
+        self.failures.append(Failure(error.page, error, error.attempts, status, source))
 
     def _deliver(self, payload: Any) -> Page[T]:
         stats = self.stats
@@ -281,14 +286,17 @@ class Stream(Generic[T]):
         self.stats.finished_at = perf_counter()
         if self._task is not None:
             await self._task  # it has put _END, its last act: this returns at once
-        if engine.error is not None:
-            raise StreamPageError(f"the stream failed: {engine.error!r}") from engine.error
+        error = engine.error
+        if isinstance(error, StreamPageError):  # e.g. a bad source read from an iterable
+            raise error
+        if error is not None:
+            raise StreamPageError(f"the stream failed: {error!r}") from error
         raise StopAsyncIteration
 
 
 @overload
 def stream(
-    url: str | URL,
+    url: SourceLike | Iterable[SourceLike] | AsyncIterable[SourceLike],
     *,
     pages: Paginator | None = ...,
     decode: None = ...,
@@ -313,7 +321,7 @@ def stream(
 
 @overload
 def stream(
-    url: str | URL,
+    url: SourceLike | Iterable[SourceLike] | AsyncIterable[SourceLike],
     *,
     pages: Paginator | None = ...,
     decode: type[T],
@@ -337,7 +345,7 @@ def stream(
 
 
 def stream(
-    url: str | URL,
+    url: SourceLike | Iterable[SourceLike] | AsyncIterable[SourceLike],
     *,
     pages: Paginator | None = None,
     decode: Any = None,
@@ -359,6 +367,11 @@ def stream(
     max_pages: int | None = None,
 ) -> Stream[Any]:
     """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
+
+    ``url`` is one source, or many: a list or an (async) iterable of URLs, ``(url, params)``
+    pairs or ``Source(url, params=, pages=, key=)``, read lazily and fetched by one worker
+    pool under one set of limits; ``page.source`` says which one a page came from, and
+    ``ordered=True`` orders pages within each source.
 
     ``pages`` says which pages to fetch and when the data ends (default: ``PageNumber()``,
     page 1 until an empty page or a 404). ``decode`` is a type for msgspec to decode and
@@ -386,12 +399,6 @@ def stream(
 
     Nothing happens until the stream is iterated; arguments are checked at once.
     """
-    target = _check_url(url)
-    if params:
-        try:
-            target = target.update_query(dict(params))
-        except TypeError as exc:
-            raise ConfigurationError(f"params= has a value of an unsupported type: {exc}") from None
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency={concurrency!r} must be a whole number >= 1")
     if buffer is None:
@@ -428,8 +435,9 @@ def stream(
         raise ConfigurationError(
             f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"
         )
+    sources = Sources(url, pages=pages, params=params, max_pages=max_pages)
     return Stream(
-        url=target,
+        sources=sources,
         pages=pages,
         decode=decode,
         concurrency=concurrency,
@@ -446,18 +454,4 @@ def stream(
         max_page_bytes=max_page_bytes,
         on_error=on_error,
         verify_tls=verify_tls,
-        max_pages=max_pages,
     )
-
-
-def _check_url(url: str | URL) -> URL:
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"url={url!r} is not a URL: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(
-            f"url {redact_url(parsed)!r} is not an http(s) URL with a host; "
-            "expected something like 'https://api.example.com/items'"
-        )
-    return parsed

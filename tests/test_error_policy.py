@@ -132,6 +132,7 @@ def test_a_failure_is_a_frozen_record():
         "error": err,
         "attempts": 3,
         "status": 500,
+        "source": None,  # the streampage.Source of the page, when the stream set it
     }
 
 

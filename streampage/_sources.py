@@ -1,0 +1,142 @@
+"""Sources: what a stream fetches. One URL, or many (a list or an async iterable), each
+paginated on its own and all fetched by one worker pool under one set of limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarl import URL
+
+from ._errors import ConfigurationError
+from ._pagination import Paginator, PaginatorRun
+from ._redact import REDACTED, SECRET_PARAMS, redact_url
+
+__all__ = ["Source", "SourceLike"]
+
+ParamValue = str | int | float
+
+
+@dataclass(frozen=True)
+class Source:
+    """One paginated source of a stream: a URL, its own query ``params``, and optionally its
+    own paginator (``pages``, else the stream's). ``key`` is yours: anything that tells you
+    which source a page came from (``page.source.key``)."""
+
+    url: str | URL
+    params: Mapping[str, ParamValue] | None = None
+    pages: Paginator | None = None
+    key: Any = None
+
+    def __repr__(self) -> str:
+        # Sources end up in failures, errors and logs: never show their secrets there.
+        try:
+            url = redact_url(self.url)
+        except (TypeError, ValueError):
+            url = "<invalid url>"
+        params = (
+            {k: REDACTED if k.lower() in SECRET_PARAMS else v for k, v in self.params.items()}
+            if self.params
+            else self.params
+        )
+        return f"Source(url={url!r}, params={params!r}, pages={self.pages!r}, key={self.key!r})"
+
+
+#: What stream() accepts as a source: a Source, a URL, or a (url, params) pair.
+SourceLike = Source | str | URL | tuple[str | URL, Mapping[str, ParamValue]]
+
+
+def check_url(url: str | URL) -> URL:
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"url={url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(
+            f"url {redact_url(parsed)!r} is not an http(s) URL with a host; "
+            "expected something like 'https://api.example.com/items'"
+        )
+    return parsed
+
+
+def as_source(item: Any) -> Source:
+    if isinstance(item, Source):
+        return item
+    if isinstance(item, str | URL):
+        return Source(item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping | None):
+        return Source(item[0], item[1])
+    raise ConfigurationError(
+        f"{item!r} is not a source: pass a URL, a (url, params) pair or streampage.Source(...)"
+    )
+
+
+@dataclass(eq=False)
+class Walk:
+    """The run-time state of one source: its paginator run, and (ordered mode) the pages
+    that arrived ahead of their turn. Referenced only by its in-flight work, so it is freed
+    when its last page has been consumed: 10^5 sources cost what the active ones cost."""
+
+    source: Source
+    run: PaginatorRun
+    origin: URL
+    may_leave_origin: bool = False
+    head: int = 0
+    pending: dict[int, tuple[int, Any]] = field(default_factory=dict)
+
+
+class Sources:
+    """Turns the user's sources into walks, lazily, merging the stream's params and paginator."""
+
+    def __init__(
+        self,
+        sources: SourceLike | Iterable[SourceLike] | AsyncIterable[SourceLike],
+        *,
+        pages: Paginator,
+        params: Mapping[str, ParamValue] | None,
+        max_pages: int | None,
+    ) -> None:
+        self._pages = pages
+        self._params = dict(params) if params else {}
+        self._max_pages = max_pages
+        self.single: Source | None = None
+        self._many: Iterable[Any] | AsyncIterable[Any] | None = None
+        if isinstance(sources, Source | str | URL) or (
+            isinstance(sources, tuple) and len(sources) == 2 and isinstance(sources[1], Mapping)
+        ):
+            self.single = as_source(sources)
+            self.url(self.single)  # a single source is checked at once, before any request
+        elif isinstance(sources, Iterable | AsyncIterable):
+            self._many = sources
+        else:
+            raise ConfigurationError(
+                f"{sources!r} is neither a URL nor sources; pass a URL, a list or an async "
+                "iterable of URLs, (url, params) pairs or streampage.Source(...)"
+            )
+
+    def url(self, source: Source) -> URL:
+        url = check_url(source.url)
+        try:
+            if self._params:
+                url = url.update_query(self._params)
+            if source.params:
+                url = url.update_query(dict(source.params))
+        except TypeError as exc:
+            raise ConfigurationError(f"params= has a value of an unsupported type: {exc}") from None
+        return url
+
+    def walk(self, source: Source) -> Walk:
+        url = self.url(source)
+        paginator = source.pages if source.pages is not None else self._pages
+        run = paginator.begin(url, max_pages=self._max_pages)
+        return Walk(source, run, url.origin(), bool(getattr(paginator, "may_leave_origin", False)))
+
+    async def __aiter__(self) -> AsyncIterator[Source]:
+        many = self._many
+        if isinstance(many, AsyncIterable):
+            async for item in many:
+                yield as_source(item)
+        elif many is not None:
+            for item in many:
+                yield as_source(item)
