@@ -6,9 +6,10 @@ One command (``benchmarks/run.sh`` or ``python benchmarks/bench.py``):
    echo module used for the delayed endpoint);
 2. writes ~2 KB JSON pages to ``benchmarks/.work/pages/N.json`` (once; reused afterwards);
 3. starts nginx in a separate process, one worker pinned to CPU 0, serving ``/items?page=N``
-   from the files and ``/slow/items?page=N`` after 20 ms (``echo_sleep``);
+   from the files, ``/slow/items?page=N`` after 20 ms (``echo_sleep``) and
+   ``/flaky/items?page=N`` with a transient 503 for 5% of requests, drawn at random;
 4. runs each client in a fresh process pinned to CPU 1, interleaved round by round, for each
-   page count and for the delayed server at two concurrencies;
+   page count, for the delayed server at two concurrencies and for the flaky server;
 5. prints markdown tables of medians and the targets, and writes every run and the summary
    to ``benchmarks/results/latest.json`` (and the tables to ``latest.md``).
 
@@ -52,6 +53,7 @@ PAGE_FORMAT = 1  # bump when page_body() changes, to regenerate the files
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 
 REFERENCE = "handloop"
+SECTIONS = ("throughput", "latency", "faults")
 ALL_CLIENTS = [
     "streampage",
     "streampage-uvloop",
@@ -68,6 +70,12 @@ LABELS = {
     "gather": "gather + resp.json() (asyncio)",
     "threads": "threads + requests",
 }
+#: clients run against the flaky endpoint (those of them chosen with --clients)
+FAULT_CLIENTS = ("streampage", "handloop", "gather")
+#: of those, the ones also run fault-free in the same rounds, for "x own fault-free"
+FAULT_BASELINE_CLIENTS = ("streampage",)
+#: suffix of a run key for a client's fault-free run inside the faults scenario
+CLEAN = "@clean"
 #: the client each one is compared with "on the same loop"
 SAME_LOOP_REFERENCE = {
     "streampage": "handloop",
@@ -76,6 +84,12 @@ SAME_LOOP_REFERENCE = {
     "handloop-uvloop": "handloop-uvloop",
     "gather": "handloop",
 }
+
+
+def label(key: str) -> str:
+    """Table label of a run key: a client, or a client's fault-free run (``client@clean``)."""
+    client, _, variant = key.partition("@")
+    return LABELS[client] + (", no faults" if variant else "")
 
 
 def log(message: str) -> None:
@@ -200,10 +214,22 @@ def free_port() -> int:
         return port
 
 
-def nginx_conf(port: int, delay: float, echo: bool, pin: bool) -> str:
-    """One worker (the other core is the client's), keep-alive for ever, no access log."""
+def nginx_conf(port: int, delay: float, echo: bool, pin: bool, fault_pct: float) -> str:
+    """One worker (the other core is the client's), keep-alive for ever, no access log.
+
+    ``/flaky/items`` answers ``fault_pct`` % of requests with a 503 instead of the page.
+    ``split_clients`` hashes ``$request_id``, 32 random hex digits per request, so every
+    request (a retry of the same page too) gets a fresh draw. ``return`` is the one thing that
+    is safe inside ``if`` in a location, and nginx keeps the connection open after a 503 (it
+    would close it after a 500), so a fault costs the client one round trip, no reconnect.
+    """
     slow = (
         f"location = /slow/items {{ echo_sleep {delay}; echo_exec /items $args; }}" if echo else ""
+    )
+    faults = f"""split_clients "${{request_id}}" $fault {{ {fault_pct:g}% 1; * 0; }}"""
+    flaky = (
+        "location = /flaky/items { if ($fault) { return 503; } "
+        "try_files /pages/$arg_page.json =404; }"
     )
     return f"""
 {f"load_module {ECHO_MODULE};" if echo else ""}
@@ -231,11 +257,13 @@ http {{
     fastcgi_temp_path {WORK}/tmp/fastcgi;
     uwsgi_temp_path {WORK}/tmp/uwsgi;
     scgi_temp_path {WORK}/tmp/scgi;
+    {faults if fault_pct > 0 else ""}
     server {{
         listen 127.0.0.1:{port} backlog=8192 reuseport;
         root {WORK};
         location = /items {{ try_files /pages/$arg_page.json =404; }}
         {slow}
+        {flaky if fault_pct > 0 else ""}
         location / {{ return 404; }}
     }}
 }}
@@ -249,6 +277,7 @@ class Servers:
     fast_url: str = ""
     slow_url: str = ""
     slow_kind: str = ""
+    flaky_url: str = ""
     #: each process we started, with the signal that stops it gracefully
     procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = field(default_factory=list)
     #: pids whose CPU time is the server's (nginx worker, or the fallback server)
@@ -292,8 +321,11 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def start_servers(nginx: str, delay: float, pin: bool, slow_server: str) -> Servers:
-    """nginx for both endpoints when the echo module loads; else nginx + the aiohttp fallback."""
+def start_servers(
+    nginx: str, delay: float, pin: bool, slow_server: str, fault_pct: float
+) -> Servers:
+    """nginx for all endpoints when the echo module loads; else nginx + the aiohttp fallback
+    for the delayed one. ``fault_pct`` > 0 adds the flaky endpoint."""
     servers = Servers()
     for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
         (WORK / sub).mkdir(parents=True, exist_ok=True)
@@ -306,7 +338,7 @@ def start_servers(nginx: str, delay: float, pin: bool, slow_server: str) -> Serv
     if slow_server == "nginx" and not echo:
         raise SystemExit(f"--slow-server nginx needs the echo module at {ECHO_MODULE}")
     for attempt_echo in [True, False] if echo else [False]:
-        conf.write_text(nginx_conf(port, delay, attempt_echo, pin))
+        conf.write_text(nginx_conf(port, delay, attempt_echo, pin, fault_pct))
         test = subprocess.run(
             [
                 nginx,
@@ -342,6 +374,9 @@ def start_servers(nginx: str, delay: float, pin: bool, slow_server: str) -> Serv
     servers.fast_url = f"http://127.0.0.1:{port}/items"
     _wait_ready(servers.fast_url + "?page=1", proc, "nginx")
     servers.fast_pids = _children(proc.pid) or [proc.pid]
+    if fault_pct > 0:
+        servers.flaky_url = f"http://127.0.0.1:{port}/flaky/items"
+        _wait_ready(servers.flaky_url + "?page=1", proc, "nginx (flaky endpoint)")
     if echo:
         servers.slow_url = f"http://127.0.0.1:{port}/slow/items"
         servers.slow_kind = f"nginx echo_sleep {delay * 1000:g} ms"
@@ -390,11 +425,21 @@ def cpu_seconds(pids: list[int]) -> float:
 class Scenario:
     key: str
     title: str
-    kind: str  # "throughput" or "latency"
+    kind: str  # "throughput", "latency" or "faults"
     pages: int
     concurrency: int
     slow: bool
     clients: tuple[str, ...]
+    #: clients also run against the fault-free endpoint in the same rounds (faults only)
+    clean_clients: tuple[str, ...] = ()
+    #: percentage of requests the server fails with a 503 (faults only)
+    fault_pct: float = 0.0
+    rounds: int = 3
+
+    @property
+    def run_keys(self) -> tuple[str, ...]:
+        """What runs each round: the clients, then the fault-free runs (``client@clean``)."""
+        return (*self.clients, *(c + CLEAN for c in self.clean_clients))
 
 
 def run_client(
@@ -405,10 +450,13 @@ def run_client(
     cpu: int | None,
     server_pids: list[int],
     src: Path,
+    retry_backoff: float | None = None,
 ) -> dict[str, Any]:
     """One run of one client in a fresh interpreter; its JSON report plus the server's CPU."""
     cmd = [sys.executable, str(CLIENTS_PY), client, "--url", url, "--pages", str(pages)]
     cmd += ["--concurrency", str(concurrency)]
+    if retry_backoff is not None and client.startswith("streampage"):
+        cmd += ["--retry-backoff", str(retry_backoff)]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     server_before = cpu_seconds(server_pids)
@@ -439,12 +487,22 @@ def preflight(scenarios: list[Scenario], servers: Servers, cpu: int | None, src:
     """Run every client once on a few pages (which also warms the server): fail in seconds,
     not after minutes, when a client or the code under test is broken."""
     clients = sorted({c for s in scenarios for c in s.clients}, key=ALL_CLIENTS.index)
-    checks = [(c, servers.fast_url) for c in clients] + [(REFERENCE, servers.slow_url)]
+    checks = [(c, servers.fast_url) for c in clients]
+    if any(s.kind == "latency" for s in scenarios):
+        checks.append((REFERENCE, servers.slow_url))
     for client, url in checks:
         report = run_client(client, url, 200, 50, cpu, [], src)
         if "failed" in report or report["lost"]:
             detail = report.get("failed") or f"{report['lost']} pages lost: {report['first_error']}"
             raise SystemExit(f"preflight: {client} against {url} failed: {detail}")
+    if any(s.kind == "faults" for s in scenarios):
+        # The flaky endpoint must fail some requests, with 503: the hand-written
+        # loop does not retry, so at 5% it loses ~25 of 500 pages (none: P = 0.95^500 < 1e-11).
+        report = run_client(REFERENCE, servers.flaky_url, 500, 50, cpu, [], src)
+        first = str(report.get("first_error"))
+        if "failed" in report or not report["lost"] or "HTTP 503" not in first:
+            detail = report.get("failed") or f"{report['lost']} of 500 pages lost ({first})"
+            raise SystemExit(f"preflight: {servers.flaky_url} does not inject 503s: {detail}")
 
 
 def rotated(items: tuple[str, ...], by: int) -> list[str]:
@@ -453,8 +511,35 @@ def rotated(items: tuple[str, ...], by: int) -> list[str]:
     return [*items[by:], *items[:by]]
 
 
+def round_order(s: Scenario, rnd: int) -> list[str]:
+    """The run keys of one round, rotated; a client's fault-free run goes right next to its
+    run against the flaky server (before it in odd rounds, after in even ones), so that the
+    two runs of one ratio see the same machine, whatever drifts between rounds."""
+    units: list[tuple[str, ...]] = []
+    for client in s.clients:
+        if client in s.clean_clients:
+            pair = (client, client + CLEAN)
+            units.append(pair[::-1] if rnd % 2 else pair)
+        else:
+            units.append((client,))
+    by = rnd % len(units)
+    return [key for unit in [*units[by:], *units[:by]] for key in unit]
+
+
+def paired_ratios(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """Per round, pages/s of ``key`` over pages/s of its fault-free run in the same round."""
+    pps: dict[tuple[str, int], float] = {}
+    for r in runs:
+        if "failed" not in r and r.get("wall_s"):
+            pps[(r["run"], r["round"])] = r["pages"] / r["wall_s"]
+    rounds = sorted({rnd for run, rnd in pps if run == key})
+    return [
+        pps[(key, rnd)] / pps[(key + CLEAN, rnd)] for rnd in rounds if (key + CLEAN, rnd) in pps
+    ]
+
+
 def fmt_progress(s: Scenario, rnd: int, rounds: int, r: dict[str, Any]) -> str:
-    head = f"[{s.key} {rnd + 1}/{rounds}] {r['client']:<18}"
+    head = f"[{s.key} {rnd + 1}/{rounds}] {r.get('run', r['client']):<18}"
     if "failed" in r:
         return f"{head} FAILED: {r['failed']}"
     pps = r["pages"] / r["wall_s"] if r["wall_s"] else 0
@@ -464,6 +549,7 @@ def fmt_progress(s: Scenario, rnd: int, rounds: int, r: dict[str, Any]) -> str:
         f"ttfp {ttfp if ttfp is not None else float('nan'):7.1f} ms  "
         f"rss {r['peak_rss_mb']:6.1f} MB  lost {r['lost']}  "
         f"server {r['server_cpu_s'] / r['wall_s'] * 100 if r['wall_s'] else 0:3.0f}%"
+        + (f"  retries {r['retries']}" if r.get("retries") else "")
     )
 
 
@@ -474,6 +560,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over rounds of each measurement; pages lost is the worst round."""
     ok = [r for r in runs if "failed" not in r]
     out: dict[str, Any] = {"runs": len(runs), "failed_runs": len(runs) - len(ok)}
+    if runs:
+        out["pages"] = runs[0]["pages_expected"]
     if not ok:
         return out
     pps = [r["pages"] / r["wall_s"] for r in ok]
@@ -488,6 +576,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         peak_rss_mb=statistics.median(r["peak_rss_mb"] for r in ok),
         rss_growth_mb=statistics.median(r["peak_rss_mb"] - r["rss_before_mb"] for r in ok),
         lost_max=max(r["lost"] for r in ok),
+        lost_median=statistics.median(r["lost"] for r in ok),
+        retries=statistics.median(r.get("retries", 0) for r in ok),
+        requests=sum(r["requests"] for r in ok if r.get("requests") is not None),
+        retries_total=sum(r.get("retries", 0) for r in ok),
         server_cpu_pct=statistics.median(r["server_cpu_s"] / r["wall_s"] * 100 for r in ok),
     )
     return out
@@ -525,6 +617,48 @@ def render_table(s: Scenario, stats: dict[str, dict[str, Any]]) -> str:
             f"| {st['rss_growth_mb']:.1f} | {st['lost_max']} | {st['server_cpu_pct']:.0f}% |"
         )
     return "\n".join(lines)
+
+
+def render_faults_table(s: Scenario, stats: dict[str, dict[str, Any]]) -> str:
+    """Pages/s with faults, over the same client's fault-free pages/s; pages lost; retries."""
+    lines = [
+        f"### {s.title}",
+        "",
+        "| client | pages/s | spread | x own fault-free | pages lost (worst round) | retries "
+        "| CPU µs/page | server CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for key in s.run_keys:
+        st = stats.get(key, {})
+        if "pages_per_s" not in st:
+            lines.append(
+                f"| {label(key)} | failed ({st.get('failed_runs', '?')} runs) |" + " |" * 6
+            )
+            continue
+        pps = st["pages_per_s"]
+        spread = (st["pages_per_s_max"] - st["pages_per_s_min"]) / pps * 100
+        clean = stats.get(key + CLEAN, {}).get("pages_per_s") if CLEAN not in key else None
+        ratio = f"{pps / clean:.2f}x" if clean else "—"
+        retries = f"{st['retries']:,.0f}" if key.startswith("streampage") else "— (none)"
+        lines.append(
+            f"| {label(key)} | {pps:,.0f} | ±{spread / 2:.0f}% | {ratio} | {st['lost_max']:,} "
+            f"| {retries} | {st['cpu_us_per_page']:.0f} | {st['server_cpu_pct']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def observed_fault_rate(stats: dict[str, dict[str, Any]]) -> str:
+    """503s over requests as the clients saw them: streampage's retries (+ pages given up)
+    over its responses; the non-retrying clients' failed pages over pages asked for."""
+    parts = []
+    sp = stats.get("streampage", {})
+    if sp.get("requests"):
+        parts.append(f"{sp['retries_total'] / sp['requests'] * 100:.2f}% of streampage's requests")
+    for client in ("handloop", "gather"):
+        st = stats.get(client, {})
+        if st.get("runs"):
+            parts.append(f"{st['lost_median'] / st['pages'] * 100:.2f}% of {client}'s pages")
+    return ", ".join(parts) or "—"
 
 
 def evaluate_targets(
@@ -583,6 +717,44 @@ def evaluate_targets(
                     f"{value / ref:.2f}x",
                     value / ref >= 0.95,
                 )
+    for s in scenarios:
+        if s.kind != "faults":
+            continue
+        stats = summary.get(s.key, {})
+        what = f"{s.fault_pct:g}% faults"
+        where = f"{s.pages:,} pages, {s.rounds} round{'s' if s.rounds != 1 else ''}"
+        sp = stats.get("streampage", {})
+        if "streampage" in s.clients:
+            # a failed run (no report) counts as lost pages: it delivered nothing we saw
+            lost = sp.get("lost_max") if not sp.get("failed_runs") else None
+            add(
+                f"{LABELS['streampage']} pages lost with {what} = 0 ({where}, worst round)",
+                f"{lost:,}" if lost is not None else f"{sp.get('failed_runs')} runs failed",
+                lost == 0,
+            )
+            clean = stats.get("streampage" + CLEAN, {}).get("pages_per_s")
+            if sp.get("pages_per_s") and clean:
+                by_round = sp.get("x_fault_free_by_round") or []
+                paired = (
+                    f"; paired by round: median {statistics.median(by_round):.2f}x, "
+                    f"{min(by_round):.2f}-{max(by_round):.2f}x"
+                    if by_round
+                    else ""
+                )
+                add(
+                    f"{LABELS['streampage']} pages/s with {what} ÷ its fault-free pages/s "
+                    f"({where})",
+                    f"{sp['pages_per_s'] / clean:.2f}x "
+                    f"(medians {sp['pages_per_s']:,.0f} / {clean:,.0f}{paired})",
+                    None,
+                )
+        gathered = stats.get("gather", {})
+        if gathered.get("lost_max") is not None:
+            add(
+                f"(context) {LABELS['gather']} pages lost with {what}, no retry ({where})",
+                f"{gathered['lost_median']:,.0f} (worst {gathered['lost_max']:,})",
+                None,
+            )
     # What the issue says to expect of the baselines on this kind of machine (not targets).
     for s in throughput:
         ref = pps(s.key, REFERENCE)
@@ -631,6 +803,36 @@ def parse_args() -> argparse.Namespace:
         help="skip the (slow) threads client above this page count",
     )
     parser.add_argument("--clients", default=",".join(ALL_CLIENTS))
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="which scenarios to run, of throughput,latency,faults (default: all; e.g. "
+        "--sections faults runs only the flaky-server scenario)",
+    )
+    parser.add_argument(
+        "--no-faults", action="store_true", help="skip the flaky-server scenario (faults)"
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=5.0,
+        help="percent of requests the flaky endpoint fails with a 503 (default 5)",
+    )
+    parser.add_argument(
+        "--fault-pages", type=int, help="pages per flaky-server run (default 10000)"
+    )
+    parser.add_argument(
+        "--fault-rounds",
+        type=int,
+        help="rounds of the flaky-server scenario (default 5, --quick 1; its runs are short "
+        "and its ratio is noisy)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=None,
+        help="streampage clients: RetryPolicy(backoff=SECONDS) instead of the default policy",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke check: small sizes, 1 round")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client to CPUs")
     parser.add_argument(
@@ -653,18 +855,41 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     # --quick changes the defaults only: explicit options still win
-    defaults = ("500,2000", 1, 1000) if args.quick else ("1000,10000,100000", 3, 10000)
-    for name, value in zip(("sizes", "rounds", "latency_pages"), defaults, strict=True):
+    if args.quick:
+        defaults: tuple[Any, ...] = ("500,2000", 1, 1000, 2000, 1)
+    else:
+        defaults = ("1000,10000,100000", 3, 10000, 10000, 5)
+    names = ("sizes", "rounds", "latency_pages", "fault_pages", "fault_rounds")
+    for name, value in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    sections = [x for x in args.sections.split(",") if x]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--sections: unknown {sorted(unknown)}; choose from {list(SECTIONS)}")
+    if args.no_faults or args.fault_rate <= 0:
+        sections = [x for x in sections if x != "faults"]
+    if not sections:
+        parser.error("no section left to run")
+    if not 0 <= args.fault_rate <= 100:
+        parser.error("--fault-rate is a percentage, 0-100")
+    args.sections = ",".join(x for x in SECTIONS if x in sections)
     if args.out is None:
-        args.out = RESULTS / ("quick.json" if args.quick else "latest.json")
+        if args.quick:
+            args.out = RESULTS / "quick.json"
+        elif args.sections != ",".join(SECTIONS):
+            # a partial run must not replace the full run's results
+            args.out = RESULTS / f"partial-{args.sections.replace(',', '-')}.json"
+        else:
+            args.out = RESULTS / "latest.json"
     return args
 
 
 def build_scenarios(args: argparse.Namespace, clients: list[str]) -> list[Scenario]:
+    sections = args.sections.split(",")
     scenarios = []
-    for n in sorted({int(x) for x in args.sizes.split(",") if x}):
+    sizes = sorted({int(x) for x in args.sizes.split(",") if x})
+    for n in sizes if "throughput" in sections else []:
         chosen = [c for c in clients if c != "threads" or n <= args.threads_max_pages]
         scenarios.append(
             Scenario(
@@ -675,9 +900,11 @@ def build_scenarios(args: argparse.Namespace, clients: list[str]) -> list[Scenar
                 concurrency=args.concurrency,
                 slow=False,
                 clients=tuple(chosen),
+                rounds=args.rounds,
             )
         )
-    for c in (int(x) for x in args.latency_concurrency.split(",") if x):
+    latency = [int(x) for x in args.latency_concurrency.split(",") if x]
+    for c in latency if "latency" in sections else []:
         ceiling = c / (args.latency_ms / 1000)
         scenarios.append(
             Scenario(
@@ -695,6 +922,28 @@ def build_scenarios(args: argparse.Namespace, clients: list[str]) -> list[Scenar
                     for c2 in clients
                     if c2 != "threads" or args.latency_pages <= args.threads_max_pages
                 ),
+                rounds=args.rounds,
+            )
+        )
+    if "faults" in sections:
+        fault_clients = tuple(c for c in FAULT_CLIENTS if c in clients)
+        backoff = "default" if args.retry_backoff is None else f"backoff={args.retry_backoff:g}"
+        scenarios.append(
+            Scenario(
+                key="faults",
+                title=(
+                    f"{args.fault_rate:g}% transient faults (HTTP 503 at random): "
+                    f"{args.fault_pages:,} pages, concurrency {args.concurrency}, no delay; "
+                    f"streampage's retry policy: {backoff}"
+                ),
+                kind="faults",
+                pages=args.fault_pages,
+                concurrency=args.concurrency,
+                slow=False,
+                clients=fault_clients,
+                clean_clients=tuple(c for c in FAULT_BASELINE_CLIENTS if c in fault_clients),
+                fault_pct=args.fault_rate,
+                rounds=args.fault_rounds,
             )
         )
     return scenarios
@@ -764,7 +1013,7 @@ def main() -> None:
     src, source = snapshot_streampage(args.rev)
     log(f"measuring streampage from {source}")
     started = time.time()
-    servers = start_servers(nginx, args.latency_ms / 1000, pin, args.slow_server)
+    servers = start_servers(nginx, args.latency_ms / 1000, pin, args.slow_server, args.fault_rate)
     if args.serve:
         with running(servers), contextlib.suppress(KeyboardInterrupt):
             print(
@@ -772,6 +1021,11 @@ def main() -> None:
                 flush=True,
             )
             print(f"same, after {args.latency_ms:g} ms, at {servers.slow_url}?page=N", flush=True)
+            if servers.flaky_url:
+                print(
+                    f"same, {args.fault_rate:g}% of requests a 503, at {servers.flaky_url}?page=N",
+                    flush=True,
+                )
             print(f"client: PYTHONPATH={src} taskset -c 1 python ...", flush=True)
             print("Ctrl-C (or SIGTERM to this process) stops the servers", flush=True)
             signal.pause()
@@ -782,31 +1036,65 @@ def main() -> None:
         log(f"nginx on {servers.fast_url}; delayed endpoint: {servers.slow_kind}")
         preflight(scenarios, servers, client_cpu, src)
         for s in scenarios:
-            url = servers.slow_url if s.slow else servers.fast_url
             pids = servers.slow_pids if s.slow else servers.fast_pids
-            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in s.clients}
-            for rnd in range(args.rounds):
-                for client in rotated(s.clients, rnd):
-                    report = run_client(client, url, s.pages, s.concurrency, client_cpu, pids, src)
-                    report.update(scenario=s.key, round=rnd)
-                    runs[client].append(report)
+            runs: dict[str, list[dict[str, Any]]] = {key: [] for key in s.run_keys}
+            for rnd in range(s.rounds):
+                for key in round_order(s, rnd):
+                    client = key.partition("@")[0]
+                    if s.slow:
+                        url = servers.slow_url
+                    elif s.kind == "faults" and not key.endswith(CLEAN):
+                        url = servers.flaky_url
+                    else:
+                        url = servers.fast_url
+                    report = run_client(
+                        client,
+                        url,
+                        s.pages,
+                        s.concurrency,
+                        client_cpu,
+                        pids,
+                        src,
+                        args.retry_backoff,
+                    )
+                    report.update(scenario=s.key, round=rnd, run=key, url=url)
+                    runs[key].append(report)
                     all_runs.append(report)
-                    log(fmt_progress(s, rnd, args.rounds, report))
-            summary[s.key] = {c: summarise(r) for c, r in runs.items()}
+                    log(fmt_progress(s, rnd, s.rounds, report))
+            summary[s.key] = {key: summarise(r) for key, r in runs.items()}
+            for key in s.clean_clients:
+                ratios = paired_ratios(runs[key] + runs[key + CLEAN], key)
+                summary[s.key][key]["x_fault_free_by_round"] = ratios
     targets = evaluate_targets(scenarios, summary)
     problems = server_problems()
-    lost = sum(r.get("lost", 0) for r in all_runs) + sum("failed" in r for r in all_runs)
+    # Pages the non-retrying clients lose to the flaky server are the point of that scenario,
+    # not a sign of a broken run; streampage losing any there is a FAIL in the targets.
+    expected_loss = {"handloop", "gather"}
+    lost = sum(
+        r.get("lost", 0)
+        for r in all_runs
+        if not (r["scenario"] == "faults" and r["client"] in expected_loss)
+    ) + sum("failed" in r for r in all_runs)
     info = machine_info(servers, pin)
     info["streampage_source"] = source
+    rounds = " or ".join(str(n) for n in sorted({s.rounds for s in scenarios}))
     notes = [
-        f"Medians of {args.rounds} interleaved rounds (client order rotated each round); each "
-        "run is a fresh process. Spread is ±half the min-max range of pages/s.",
-        "x hand (asyncio): pages/s over the hand-written loop on asyncio's loop, same scenario. "
-        "x hand (same loop): over the hand-written loop on the client's own event loop.",
-        "TTFP: start of the fetch to the first decoded page in the consumer's hands (gather: "
-        "when gather returns). RSS growth: peak RSS minus RSS after imports. "
+        f"Medians of {rounds} interleaved rounds (client order rotated each round); each run "
+        "is a fresh process. Spread is ±half the min-max range of pages/s.",
+    ]
+    if any(s.kind != "faults" for s in scenarios):
+        notes += [
+            "x hand (asyncio): pages/s over the hand-written loop on asyncio's loop, same "
+            "scenario. x hand (same loop): over the hand-written loop on the client's own "
+            "event loop.",
+            "TTFP: start of the fetch to the first decoded page in the consumer's hands (gather: "
+            "when gather returns). RSS growth: peak RSS minus RSS after imports.",
+        ]
+    delayed = any(s.kind == "latency" for s in scenarios)
+    notes += [
         "Server CPU: nginx worker CPU time over the client's wall time (100% = server-bound).",
-        f"Client pinned to CPU 1, server to CPU 0: {pin}. Delayed server: {servers.slow_kind}.",
+        f"Client pinned to CPU 1, server to CPU 0: {pin}."
+        + (f" Delayed server: {servers.slow_kind}." if delayed else ""),
     ]
     if problems or lost:
         notes.insert(
@@ -816,7 +1104,22 @@ def main() -> None:
         )
     else:
         notes.append("No page lost, no run failed, nginx logged no error.")
-    if "threads" in clients:
+    faults = next((s for s in scenarios if s.kind == "faults"), None)
+    if faults is not None:
+        backoff = (
+            "its default RetryPolicy() (5 attempts, full-jitter backoff from 0.1 s)"
+            if args.retry_backoff is None
+            else f"RetryPolicy(backoff={args.retry_backoff:g})"
+        )
+        notes.append(
+            f"Faults: nginx answers {faults.fault_pct:g}% of requests to /flaky/items with a 503, "
+            f"drawn per request (observed: {observed_fault_rate(summary[faults.key])}). "
+            f"streampage uses {backoff} and on_error='raise'; the hand-written loop and gather "
+            "do not retry, so their failed pages are lost pages (expected there, not a warning). "
+            "x own fault-free: median pages/s over the same client's median against /items, "
+            "run right next to it in every round. Retries: median per run."
+        )
+    if any("threads" in s.clients for s in scenarios):
         notes.append(
             f"threads + requests is skipped above {args.threads_max_pages:,} pages "
             "(--threads-max-pages), to keep the default run short."
@@ -826,7 +1129,12 @@ def main() -> None:
             f"## streampage benchmark: {source}",
             f"Python {info['python']}, {info['cpus']} CPUs ({info['cpu']}), {info['nginx']}, "
             f"{', '.join(f'{k} {v}' for k, v in info['packages'].items() if k != 'streampage')}",
-            *(render_table(s, summary[s.key]) for s in scenarios),
+            *(
+                render_faults_table(s, summary[s.key])
+                if s.kind == "faults"
+                else render_table(s, summary[s.key])
+                for s in scenarios
+            ),
             render_targets(targets),
             "\n".join(f"- {n}" for n in notes),
         ]

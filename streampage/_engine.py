@@ -100,6 +100,12 @@ class Engine:
         self._inflight: dict[Job, anyio.CancelScope] = {}
         self._any_ok = False
         self._ramped = asyncio.Event()
+        # Requests that turn out to lie past the end are cancelled when nothing else could
+        # take their slot (one source: every page before the end was handed out first).
+        # With many sources a freed worker would start another source's request while the
+        # server still works on the abandoned one, so they are left to finish and discarded:
+        # the server never sees more than `concurrency` requests at once.
+        self._cancel_past_end = sources.single is not None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,7 +175,8 @@ class Engine:
         try:
             walk = self._sources.walk(source)
             run = walk.run
-            run.on_end = functools.partial(self._cancel_past, walk)
+            if self._cancel_past_end:
+                run.on_end = functools.partial(self._cancel_past, walk)
             put = self._work.put
             window = self._window
             seq = 0
@@ -214,7 +221,7 @@ class Engine:
             payload: Page[Any] | PageError | None = None
             if run.past_end(number):
                 pass
-            elif run.open_ended:
+            elif run.open_ended and self._cancel_past_end:
                 # The end is unknown, so this fetch may turn out to be past it: make it
                 # cancellable by _cancel_past. Known ranges skip the cost of a cancel scope.
                 with anyio.CancelScope() as scope:
