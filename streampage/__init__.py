@@ -18,6 +18,7 @@ from ._errors import (
 )
 from ._page import Page, ResponseInfo
 from ._pagination import (
+    Auto,
     Cursor,
     Header,
     LinkHeader,
@@ -36,6 +37,7 @@ from ._stream import Failure, Stream, stream
 __version__ = "0.1.0"
 
 __all__ = [
+    "Auto",
     "ConfigurationError",
     "Cursor",
     "DecodeError",

@@ -32,7 +32,7 @@ from ._engine import Engine
 from ._errors import ConfigurationError, PageError, StreamPageError
 from ._http import HttpClient
 from ._page import Page
-from ._pagination import PageNumber, Paginator
+from ._pagination import Auto, Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
 from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
@@ -373,8 +373,8 @@ def stream(
     pool under one set of limits; ``page.source`` says which one a page came from, and
     ``ordered=True`` orders pages within each source.
 
-    ``pages`` says which pages to fetch and when the data ends (default: ``PageNumber()``,
-    page 1 until an empty page or a 404). ``decode`` is a type for msgspec to decode and
+    ``pages`` says which pages to fetch and when the data ends (default: ``Auto()``, which
+    picks the paginator from the first response). ``decode`` is a type for msgspec to decode and
     validate each body into (``None``: plain JSON objects). ``concurrency`` requests run at
     once over one keep-alive session. ``ordered=True`` yields pages in page order through a
     reorder window of ``window`` pages (default ``4 * concurrency``) inside which workers keep
@@ -430,7 +430,7 @@ def stream(
     if isinstance(secret_headers, str):
         raise ConfigurationError("secret_headers= takes a list of header names, not one string")
     if pages is None:
-        pages = PageNumber()
+        pages = Auto()
     elif not callable(getattr(pages, "begin", None)):
         raise ConfigurationError(
             f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"

@@ -39,7 +39,7 @@ class MultiServer:
         await asyncio.sleep(self.delay(src, n))
 
     async def items(self, request: web.Request) -> web.Response:
-        src, n = int(request.query["src"]), int(request.query["page"])
+        src, n = int(request.query["src"]), int(request.query.get("page", "1"))
         await self._enter(src, n)
         self.in_flight -= 1
         return web.json_response({"items": self._records(src, n)})
@@ -101,7 +101,7 @@ async def test_every_source_complete_under_one_concurrency_limit(multi_server):
     server = await multi_server(pages=lambda src: src % 5 + 1, delay=lambda s, n: 0.002)
     sources = [(f"{server.url}/items", {"src": s}) for s in range(40)]
 
-    pages = await collect(streampage.stream(sources, concurrency=8))
+    pages = await collect(streampage.stream(sources, pages=PageNumber(), concurrency=8))
 
     assert records(pages) == expected(server, range(40))
     assert server.max_in_flight <= 8
@@ -128,7 +128,7 @@ async def test_ordered_is_per_source_and_a_slow_source_does_not_hold_the_others(
     sources = [(f"{server.url}/items", {"src": s}) for s in range(6)]
     seen: list[tuple[int, int]] = []
     async with asyncio.timeout(HANG):
-        async with streampage.stream(sources, concurrency=6, ordered=True) as s:
+        async with streampage.stream(sources, pages=PageNumber(), concurrency=6, ordered=True) as s:
             async for page in s:
                 seen.append((int(page.source.params["src"]), page.number))
 
@@ -158,7 +158,7 @@ async def test_a_source_may_bring_its_own_paginator(multi_server):
         Source(f"{server.url}/walk", {"src": 1}, pages=Cursor(field="next")),
     ]
 
-    pages = await collect(streampage.stream(sources))
+    pages = await collect(streampage.stream(sources, pages=PageNumber()))
 
     assert records(pages) == expected(server, range(2))
 
@@ -221,6 +221,6 @@ async def test_stream_params_apply_to_every_source_and_source_params_win(multi_s
     server = await multi_server(pages=lambda src: 2)
     sources = [Source(f"{server.url}/items", {"src": 1}), Source(f"{server.url}/items")]
 
-    pages = await collect(streampage.stream(sources, params={"src": 0}))
+    pages = await collect(streampage.stream(sources, pages=PageNumber(), params={"src": 0}))
 
     assert records(pages) == expected(server, range(2))
