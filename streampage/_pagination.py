@@ -966,9 +966,8 @@ class _AutoRun:
             self._decided.set()
 
     def past_end(self, number: int) -> bool:
-        if self._run is None:
-            return number > 1 and self._decided.is_set()
-        return bool(self._run.past_end(number))
+        # without a delegate there is no page 2 to be past: next() hands none out
+        return self._run is not None and bool(self._run.past_end(number))
 
     @property
     def releases_in_order(self) -> bool:
