@@ -6,6 +6,7 @@ async with streampage.stream(url, pages=pages, concurrency=32) as stream:
         handle(page.number, page.data)
 """
 
+from ._auto import Auto
 from ._errors import (
     ConfigurationError,
     DecodeError,
@@ -17,22 +18,13 @@ from ._errors import (
     StreamPageError,
 )
 from ._page import Page, ResponseInfo
-from ._pagination import (
-    Auto,
-    Cursor,
-    Header,
-    LinkHeader,
-    NextURL,
-    Offset,
-    PageNumber,
-    Paginator,
-    PaginatorRun,
-)
+from ._pagination import Header, Offset, PageNumber, Paginator, PaginatorRun
 from ._policy import RateLimit, RetryPolicy, Timeout
 from ._runner import run
 from ._sources import Source
 from ._stats import StreamStats
 from ._stream import Failure, Stream, stream
+from ._walks import Cursor, LinkHeader, NextURL
 
 __version__ = "0.1.0"
 

@@ -27,12 +27,13 @@ import aiohttp
 import anyio
 import msgspec
 
+from ._auto import Auto
 from ._decode import decoder_for
 from ._engine import Engine
 from ._errors import ConfigurationError, PageError, StreamPageError
 from ._http import HttpClient
 from ._page import Page
-from ._pagination import Auto, Paginator
+from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
 from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
