@@ -6,15 +6,19 @@ One command (``benchmarks/run.sh`` or ``python benchmarks/bench.py``):
    echo module used for the delayed endpoint);
 2. writes ~2 KB JSON pages to ``benchmarks/.work/pages/N.json`` (once; reused afterwards);
 3. starts nginx in a separate process, one worker pinned to CPU 0, serving ``/items?page=N``
-   from the files, ``/slow/items?page=N`` after 20 ms (``echo_sleep``) and
-   ``/flaky/items?page=N`` with a transient 503 for 5% of requests, drawn at random;
+   from the files, ``/slow/items?page=N`` after 20 ms (``echo_sleep``),
+   ``/flaky/items?page=N`` with a transient 503 for 5% of requests, drawn at random, and
+   ``/slow/cursor?src=K&cursor=C``: 200 sources of 20 cursor-linked pages, after 20 ms;
 4. runs each client in a fresh process pinned to CPU 1, interleaved round by round, for each
-   page count, for the delayed server at two concurrencies and for the flaky server;
+   page count, for the delayed server at two concurrencies, for the flaky server and for the
+   many sources (streampage against a hand-written per-source loop under a semaphore);
 5. prints markdown tables of medians and the targets, and writes every run and the summary
    to ``benchmarks/results/latest.json`` (and the tables to ``latest.md``).
 
 The reference is the hand-written worker loop on asyncio's loop (``handloop``): every ratio
-in the tables is a client's pages/s divided by that one's, in the same scenario.
+in the tables is a client's pages/s divided by that one's, in the same scenario. The sources
+section has its own reference, the hand-written per-source loop (``sources-handloop``), and
+compares wall times.
 """
 
 from __future__ import annotations
@@ -44,16 +48,18 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 PAGES_DIR = WORK / "pages"
+CURSOR_DIR = WORK / "cursor"
 RESULTS = HERE / "results"
 CLIENTS_PY = HERE / "clients.py"
 SLOW_SERVER_PY = HERE / "slow_server.py"
 
 PAGE_BYTES = 2048
 PAGE_FORMAT = 1  # bump when page_body() changes, to regenerate the files
+CURSOR_FORMAT = 1  # bump when cursor_body() changes, to regenerate the files
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 
 REFERENCE = "handloop"
-SECTIONS = ("throughput", "latency", "faults")
+SECTIONS = ("throughput", "latency", "faults", "sources")
 ALL_CLIENTS = [
     "streampage",
     "streampage-uvloop",
@@ -69,7 +75,14 @@ LABELS = {
     "handloop-uvloop": "hand-written loop (uvloop)",
     "gather": "gather + resp.json() (asyncio)",
     "threads": "threads + requests",
+    "sources-streampage": "streampage: one stream, Cursor (asyncio)",
+    "sources-handloop": "hand-written per-source loop + Semaphore (asyncio)",
 }
+#: the sources section's clients (always both, whatever --clients says); the reference first
+SOURCES_REFERENCE = "sources-handloop"
+SOURCES_CLIENTS = (SOURCES_REFERENCE, "sources-streampage")
+#: what the sources section expects of streampage's wall time over the hand-written loop's
+SOURCES_GOAL = 1.05
 #: clients run against the flaky endpoint (those of them chosen with --clients)
 FAULT_CLIENTS = ("streampage", "handloop", "gather")
 #: of those, the ones also run fault-free in the same rounds, for "x own fault-free"
@@ -100,8 +113,8 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------- pages
 
 
-def page_body(number: int) -> bytes:
-    """A deterministic JSON page of exactly PAGE_BYTES bytes: a page number and 14 records."""
+def page_items(number: int) -> list[dict[str, Any]]:
+    """The 14 deterministic records of a page."""
     items = []
     for i in range(14):
         k = number * 100 + i
@@ -116,10 +129,36 @@ def page_body(number: int) -> bytes:
                 "active": k % 2 == 0,
             }
         )
-    doc: dict[str, Any] = {"page": number, "per_page": len(items), "items": items, "note": ""}
+    return items
+
+
+def padded(doc: dict[str, Any]) -> bytes:
+    """``doc`` as compact JSON, its ``note`` field padded to make it PAGE_BYTES bytes."""
+    doc["note"] = ""
     size = len(json.dumps(doc, separators=(",", ":")))
     doc["note"] = "." * max(0, PAGE_BYTES - size)
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def page_body(number: int) -> bytes:
+    """A deterministic JSON page of exactly PAGE_BYTES bytes: a page number and 14 records."""
+    items = page_items(number)
+    return padded({"page": number, "per_page": len(items), "items": items, "note": ""})
+
+
+def cursor_body(source: int, number: int, per_source: int) -> bytes:
+    """Page ``number`` (1-based) of cursor source ``source``: PAGE_BYTES bytes, 14 records and
+    ``next_cursor``, the next page's number as a string, or null on the source's last page."""
+    items = page_items(source * 1000 + number)
+    last = number >= per_source
+    return padded(
+        {
+            "src": source,
+            "items": items,
+            "next_cursor": None if last else str(number + 1),
+            "note": "",
+        }
+    )
 
 
 def ensure_pages(count: int) -> None:
@@ -137,6 +176,25 @@ def ensure_pages(count: int) -> None:
     for number in range(have + 1, count + 1):
         (PAGES_DIR / f"{number}.json").write_bytes(page_body(number))
     marker.write_text(json.dumps({"format": PAGE_FORMAT, "bytes": PAGE_BYTES, "count": count}))
+
+
+def ensure_cursor_pages(sources: int, per_source: int) -> None:
+    """Write ``cursor/K/N.json`` for sources K = 0..sources-1 and pages N = 1..per_source,
+    once; rewritten whole when the shape changes (the last page's cursor moves with it)."""
+    marker = CURSOR_DIR / ".ready.json"
+    want = {"format": CURSOR_FORMAT, "bytes": PAGE_BYTES, "pages": per_source}
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        info = json.loads(marker.read_text())
+        if info.pop("sources") >= sources and info == want:
+            return
+    log(f"writing {sources} cursor sources of {per_source} pages to {CURSOR_DIR} ...")
+    shutil.rmtree(CURSOR_DIR, ignore_errors=True)
+    for source in range(sources):
+        folder = CURSOR_DIR / str(source)
+        folder.mkdir(parents=True)
+        for number in range(1, per_source + 1):
+            (folder / f"{number}.json").write_bytes(cursor_body(source, number, per_source))
+    marker.write_text(json.dumps({**want, "sources": sources}))
 
 
 # ---------------------------------------------------------------------- code under test
@@ -222,9 +280,20 @@ def nginx_conf(port: int, delay: float, echo: bool, pin: bool, fault_pct: float)
     request (a retry of the same page too) gets a fresh draw. ``return`` is the one thing that
     is safe inside ``if`` in a location, and nginx keeps the connection open after a 503 (it
     would close it after a 500), so a fault costs the client one round trip, no reconnect.
+
+    ``/cursor?src=K&cursor=C`` answers ``cursor/K/C.json``; a request without ``cursor`` (a
+    walk's first) gets page 1, as a real cursor API answers its first page. The maps let only
+    digits into the path; anything else is a 404. ``/slow/cursor`` is the same after the delay.
     """
     slow = (
-        f"location = /slow/items {{ echo_sleep {delay}; echo_exec /items $args; }}" if echo else ""
+        f"location = /slow/items {{ echo_sleep {delay}; echo_exec /items $args; }}\n"
+        f"        location = /slow/cursor {{ echo_sleep {delay}; echo_exec /cursor $args; }}"
+        if echo
+        else ""
+    )
+    cursor_maps = (
+        'map $arg_src $cursor_src { "~^[0-9]+$" $arg_src; default "-"; }\n'
+        '    map $arg_cursor $cursor_page { "" 1; "~^[0-9]+$" $arg_cursor; default "-"; }'
     )
     faults = f"""split_clients "${{request_id}}" $fault {{ {fault_pct:g}% 1; * 0; }}"""
     flaky = (
@@ -258,10 +327,12 @@ http {{
     uwsgi_temp_path {WORK}/tmp/uwsgi;
     scgi_temp_path {WORK}/tmp/scgi;
     {faults if fault_pct > 0 else ""}
+    {cursor_maps}
     server {{
         listen 127.0.0.1:{port} backlog=8192 reuseport;
         root {WORK};
         location = /items {{ try_files /pages/$arg_page.json =404; }}
+        location = /cursor {{ try_files /cursor/$cursor_src/$cursor_page.json =404; }}
         {slow}
         {flaky if fault_pct > 0 else ""}
         location / {{ return 404; }}
@@ -278,6 +349,9 @@ class Servers:
     slow_url: str = ""
     slow_kind: str = ""
     flaky_url: str = ""
+    #: cursor sources: ``?src=K[&cursor=C]``, undelayed and delayed
+    cursor_url: str = ""
+    slow_cursor_url: str = ""
     #: each process we started, with the signal that stops it gracefully
     procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = field(default_factory=list)
     #: pids whose CPU time is the server's (nginx worker, or the fallback server)
@@ -374,6 +448,8 @@ def start_servers(
     servers.fast_url = f"http://127.0.0.1:{port}/items"
     _wait_ready(servers.fast_url + "?page=1", proc, "nginx")
     servers.fast_pids = _children(proc.pid) or [proc.pid]
+    servers.cursor_url = f"http://127.0.0.1:{port}/cursor"
+    _wait_ready(servers.cursor_url + "?src=0", proc, "nginx (cursor endpoint)")
     if fault_pct > 0:
         servers.flaky_url = f"http://127.0.0.1:{port}/flaky/items"
         _wait_ready(servers.flaky_url + "?page=1", proc, "nginx (flaky endpoint)")
@@ -382,9 +458,12 @@ def start_servers(
         servers.slow_kind = f"nginx echo_sleep {delay * 1000:g} ms"
         servers.slow_pids = servers.fast_pids
         _wait_ready(servers.slow_url + "?page=1", proc, "nginx (slow endpoint)")
+        servers.slow_cursor_url = f"http://127.0.0.1:{port}/slow/cursor"
+        _wait_ready(servers.slow_cursor_url + "?src=0", proc, "nginx (slow cursor endpoint)")
     else:
         slow_port = free_port()
         cmd = [sys.executable, str(SLOW_SERVER_PY), "--pages-dir", str(PAGES_DIR)]
+        cmd += ["--cursor-dir", str(CURSOR_DIR)]
         cmd += ["--port", str(slow_port), "--delay", str(delay)]
         if pin:
             cmd += ["--cpu", "0"]
@@ -394,6 +473,8 @@ def start_servers(
         servers.slow_kind = f"aiohttp+uvloop fallback, sleep {delay * 1000:g} ms (may limit)"
         servers.slow_pids = [slow.pid]
         _wait_ready(servers.slow_url + "?page=1", slow, "fallback slow server")
+        servers.slow_cursor_url = f"http://127.0.0.1:{slow_port}/slow/cursor"
+        _wait_ready(servers.slow_cursor_url + "?src=0", slow, "fallback slow server (cursor)")
     return servers
 
 
@@ -425,7 +506,7 @@ def cpu_seconds(pids: list[int]) -> float:
 class Scenario:
     key: str
     title: str
-    kind: str  # "throughput", "latency" or "faults"
+    kind: str  # "throughput", "latency", "faults" or "sources"
     pages: int
     concurrency: int
     slow: bool
@@ -435,6 +516,8 @@ class Scenario:
     #: percentage of requests the server fails with a 503 (faults only)
     fault_pct: float = 0.0
     rounds: int = 3
+    #: cursor sources the pages are spread over, ``pages // sources`` each (sources only)
+    sources: int = 0
 
     @property
     def run_keys(self) -> tuple[str, ...]:
@@ -451,10 +534,13 @@ def run_client(
     server_pids: list[int],
     src: Path,
     retry_backoff: float | None = None,
+    sources: int = 0,
 ) -> dict[str, Any]:
     """One run of one client in a fresh interpreter; its JSON report plus the server's CPU."""
     cmd = [sys.executable, str(CLIENTS_PY), client, "--url", url, "--pages", str(pages)]
     cmd += ["--concurrency", str(concurrency)]
+    if sources:
+        cmd += ["--sources", str(sources)]
     if retry_backoff is not None and client.startswith("streampage"):
         cmd += ["--retry-backoff", str(retry_backoff)]
     if cpu is not None:
@@ -486,7 +572,9 @@ def run_client(
 def preflight(scenarios: list[Scenario], servers: Servers, cpu: int | None, src: Path) -> None:
     """Run every client once on a few pages (which also warms the server): fail in seconds,
     not after minutes, when a client or the code under test is broken."""
-    clients = sorted({c for s in scenarios for c in s.clients}, key=ALL_CLIENTS.index)
+    clients = sorted(
+        {c for s in scenarios if s.kind != "sources" for c in s.clients}, key=ALL_CLIENTS.index
+    )
     checks = [(c, servers.fast_url) for c in clients]
     if any(s.kind == "latency" for s in scenarios):
         checks.append((REFERENCE, servers.slow_url))
@@ -503,6 +591,20 @@ def preflight(scenarios: list[Scenario], servers: Servers, cpu: int | None, src:
         if "failed" in report or not report["lost"] or "HTTP 503" not in first:
             detail = report.get("failed") or f"{report['lost']} of 500 pages lost ({first})"
             raise SystemExit(f"preflight: {servers.flaky_url} does not inject 503s: {detail}")
+    if any(s.kind == "sources" for s in scenarios):
+        # 10 sources of 20 pages: every cursor chain followed to its end, by both clients,
+        # undelayed; then the delayed endpoint once (5 sources: 100 pages in ~0.4 s).
+        checks = [(c, servers.cursor_url, 10) for c in SOURCES_CLIENTS]
+        checks.append((SOURCES_REFERENCE, servers.slow_cursor_url, 5))
+        per_source = next(s.pages // s.sources for s in scenarios if s.kind == "sources")
+        for client, url, count in checks:
+            report = run_client(client, url, count * per_source, 50, cpu, [], src, sources=count)
+            if "failed" in report or report["lost"] or report["errors"]:
+                detail = report.get("failed") or (
+                    f"{report['lost']} pages lost, {report['errors']} errors: "
+                    f"{report['first_error']}"
+                )
+                raise SystemExit(f"preflight: {client} against {url} failed: {detail}")
 
 
 def rotated(items: tuple[str, ...], by: int) -> list[str]:
@@ -550,6 +652,8 @@ def fmt_progress(s: Scenario, rnd: int, rounds: int, r: dict[str, Any]) -> str:
         f"rss {r['peak_rss_mb']:6.1f} MB  lost {r['lost']}  "
         f"server {r['server_cpu_s'] / r['wall_s'] * 100 if r['wall_s'] else 0:3.0f}%"
         + (f"  retries {r['retries']}" if r.get("retries") else "")
+        + (f"  wall {r['wall_s']:.3f} s" if s.kind == "sources" else "")
+        + (f"  errors {r['errors']}" if r.get("errors") and s.kind == "sources" else "")
     )
 
 
@@ -565,11 +669,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return out
     pps = [r["pages"] / r["wall_s"] for r in ok]
+    walls = [r["wall_s"] for r in ok]
     ttfps = [r["ttfp_ms"] for r in ok if r["ttfp_ms"] is not None]
     out.update(
         pages_per_s=statistics.median(pps),
         pages_per_s_min=min(pps),
         pages_per_s_max=max(pps),
+        wall_s=statistics.median(walls),
+        wall_s_min=min(walls),
+        wall_s_max=max(walls),
+        errors_max=max(r.get("errors", 0) for r in ok),
         cpu_us_per_page=statistics.median(r["cpu_s"] / max(r["pages"], 1) * 1e6 for r in ok),
         ttfp_ms=statistics.median(ttfps) if ttfps else None,
         ttfp_ms_max=max(ttfps) if ttfps else None,
@@ -647,6 +756,49 @@ def render_faults_table(s: Scenario, stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def wall_floor(s: Scenario, latency_ms: float) -> float:
+    """The sources scenario's lower bound on wall time: every request takes the latency and
+    at most ``concurrency`` are in flight (200 x 20 x 20 ms / 50 = 1.6 s)."""
+    return s.pages * latency_ms / 1000 / s.concurrency
+
+
+def paired_wall_ratios(runs: list[dict[str, Any]], key: str, ref: str) -> list[float]:
+    """Per round, the wall time of ``key`` over that of ``ref`` in the same round."""
+    walls = {(r["run"], r["round"]): r["wall_s"] for r in runs if "failed" not in r}
+    rounds = sorted({rnd for run, rnd in walls if run == key})
+    return [walls[(key, rnd)] / walls[(ref, rnd)] for rnd in rounds if (ref, rnd) in walls]
+
+
+def render_sources_table(s: Scenario, stats: dict[str, dict[str, Any]], latency_ms: float) -> str:
+    """Wall time, over the hand-written loop's and over the floor; pages/s; CPU; RSS; loss."""
+    ref = stats.get(SOURCES_REFERENCE, {}).get("wall_s")
+    floor = wall_floor(s, latency_ms)
+    lines = [
+        f"### {s.title}",
+        "",
+        "| client | wall s | spread | wall ÷ hand-written | floor ÷ wall | pages/s | CPU µs/page "
+        "| TTFP ms | peak RSS MB | pages lost (worst round) | server CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for client in s.clients:
+        st = stats.get(client, {})
+        if "wall_s" not in st:
+            lines.append(
+                f"| {LABELS[client]} | failed ({st.get('failed_runs', '?')} runs) |" + " |" * 9
+            )
+            continue
+        wall = st["wall_s"]
+        spread = (st["wall_s_max"] - st["wall_s_min"]) / wall * 100
+        lines.append(
+            f"| {LABELS[client]} | {wall:.3f} | ±{spread / 2:.1f}% "
+            f"| {_num(wall / ref if ref else None, 3)}{'x' if ref else ''} "
+            f"| {floor / wall * 100:.0f}% | {st['pages_per_s']:,.0f} "
+            f"| {st['cpu_us_per_page']:.0f} | {_num(st['ttfp_ms'])} | {st['peak_rss_mb']:.1f} "
+            f"| {st['lost_max']:,} | {st['server_cpu_pct']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
 def observed_fault_rate(stats: dict[str, dict[str, Any]]) -> str:
     """503s over requests as the clients saw them: streampage's retries (+ pages given up)
     over its responses; the non-retrying clients' failed pages over pages asked for."""
@@ -717,6 +869,41 @@ def evaluate_targets(
                     f"{value / ref:.2f}x",
                     value / ref >= 0.95,
                 )
+    for s in scenarios:
+        if s.kind != "sources":
+            continue
+        stats = summary.get(s.key, {})
+        where = (
+            f"{s.sources} sources x {s.pages // s.sources} pages, "
+            f"{s.rounds} round{'s' if s.rounds != 1 else ''}"
+        )
+        sp, hand = stats.get("sources-streampage", {}), stats.get(SOURCES_REFERENCE, {})
+        if sp.get("wall_s") and hand.get("wall_s"):
+            ratio = sp["wall_s"] / hand["wall_s"]
+            by_round = sp.get("x_hand_wall_by_round") or []
+            paired = (
+                f"; paired by round: median {statistics.median(by_round):.3f}x, "
+                f"{min(by_round):.3f}-{max(by_round):.3f}x"
+                if by_round
+                else ""
+            )
+            add(
+                f"streampage wall time ≤ {SOURCES_GOAL}x the hand-written per-source loop's "
+                f"({where}; no fixed target in the issue, a reasonable expectation)",
+                f"{ratio:.3f}x (medians {sp['wall_s']:.3f} / {hand['wall_s']:.3f} s{paired})",
+                ratio <= SOURCES_GOAL,
+            )
+        for client in s.clients:
+            st = stats.get(client, {})
+            failed = st.get("failed_runs", s.rounds)
+            if failed or "lost_max" not in st:
+                add(f"{LABELS[client]}: all {s.pages:,} pages", f"{failed} runs failed", False)
+                continue
+            add(
+                f"{LABELS[client]}: all {s.pages:,} pages, every round ({where})",
+                f"{st['lost_max']:,} lost, {st['errors_max']:,} source errors (worst round)",
+                st["lost_max"] == 0 and st["errors_max"] == 0,
+            )
     for s in scenarios:
         if s.kind != "faults":
             continue
@@ -806,8 +993,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help="which scenarios to run, of throughput,latency,faults (default: all; e.g. "
+        help="which scenarios to run, of throughput,latency,faults,sources (default: all; e.g. "
         "--sections faults runs only the flaky-server scenario)",
+    )
+    parser.add_argument(
+        "--source-count",
+        type=int,
+        help="sources scenario: cursor sources in one stream (default 200, --quick 50)",
+    )
+    parser.add_argument(
+        "--source-pages", type=int, default=20, help="sources scenario: pages per source"
+    )
+    parser.add_argument(
+        "--source-rounds",
+        type=int,
+        help="rounds of the sources scenario (default 5, --quick 1; its ratio is of two "
+        "close wall times)",
     )
     parser.add_argument(
         "--no-faults", action="store_true", help="skip the flaky-server scenario (faults)"
@@ -856,10 +1057,18 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     # --quick changes the defaults only: explicit options still win
     if args.quick:
-        defaults: tuple[Any, ...] = ("500,2000", 1, 1000, 2000, 1)
+        defaults: tuple[Any, ...] = ("500,2000", 1, 1000, 2000, 1, 50, 1)
     else:
-        defaults = ("1000,10000,100000", 3, 10000, 10000, 5)
-    names = ("sizes", "rounds", "latency_pages", "fault_pages", "fault_rounds")
+        defaults = ("1000,10000,100000", 3, 10000, 10000, 5, 200, 5)
+    names = (
+        "sizes",
+        "rounds",
+        "latency_pages",
+        "fault_pages",
+        "fault_rounds",
+        "source_count",
+        "source_rounds",
+    )
     for name, value in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -873,6 +1082,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("no section left to run")
     if not 0 <= args.fault_rate <= 100:
         parser.error("--fault-rate is a percentage, 0-100")
+    if args.source_count < 1 or args.source_pages < 1:
+        parser.error("--source-count and --source-pages must be at least 1")
     args.sections = ",".join(x for x in SECTIONS if x in sections)
     if args.out is None:
         if args.quick:
@@ -946,6 +1157,26 @@ def build_scenarios(args: argparse.Namespace, clients: list[str]) -> list[Scenar
                 rounds=args.fault_rounds,
             )
         )
+    if "sources" in sections:
+        n = args.source_count * args.source_pages
+        floor = n * args.latency_ms / 1000 / args.concurrency
+        scenarios.append(
+            Scenario(
+                key="sources",
+                title=(
+                    f"{args.source_count} sources x {args.source_pages} pages by cursor, "
+                    f"{args.latency_ms:g} ms latency, concurrency {args.concurrency}: "
+                    f"{n:,} pages (floor {floor:.2f} s)"
+                ),
+                kind="sources",
+                pages=n,
+                concurrency=args.concurrency,
+                slow=True,
+                clients=SOURCES_CLIENTS,
+                rounds=args.source_rounds,
+                sources=args.source_count,
+            )
+        )
     return scenarios
 
 
@@ -1009,7 +1240,10 @@ def main() -> None:
         client_cpu = 1
     scenarios = build_scenarios(args, clients)
     nginx = ensure_nginx(install=not args.no_install)
-    ensure_pages(max(s.pages for s in scenarios))
+    # 200 pages at least: the preflight fetches that many (the sources scenario has its own)
+    item_pages = max([200, *(s.pages for s in scenarios if s.kind != "sources")])
+    ensure_pages(item_pages)
+    ensure_cursor_pages(args.source_count, args.source_pages)
     src, source = snapshot_streampage(args.rev)
     log(f"measuring streampage from {source}")
     started = time.time()
@@ -1017,7 +1251,7 @@ def main() -> None:
     if args.serve:
         with running(servers), contextlib.suppress(KeyboardInterrupt):
             print(
-                f"pages 1..{max(s.pages for s in scenarios)} at {servers.fast_url}?page=N",
+                f"pages 1..{item_pages} at {servers.fast_url}?page=N",
                 flush=True,
             )
             print(f"same, after {args.latency_ms:g} ms, at {servers.slow_url}?page=N", flush=True)
@@ -1026,6 +1260,12 @@ def main() -> None:
                     f"same, {args.fault_rate:g}% of requests a 503, at {servers.flaky_url}?page=N",
                     flush=True,
                 )
+            print(
+                f"{args.source_count} sources of {args.source_pages} pages by cursor at "
+                f"{servers.cursor_url}?src=K[&cursor=C] (src 0..{args.source_count - 1}), "
+                f"after {args.latency_ms:g} ms at {servers.slow_cursor_url}",
+                flush=True,
+            )
             print(f"client: PYTHONPATH={src} taskset -c 1 python ...", flush=True)
             print("Ctrl-C (or SIGTERM to this process) stops the servers", flush=True)
             signal.pause()
@@ -1041,7 +1281,9 @@ def main() -> None:
             for rnd in range(s.rounds):
                 for key in round_order(s, rnd):
                     client = key.partition("@")[0]
-                    if s.slow:
+                    if s.kind == "sources":
+                        url = servers.slow_cursor_url
+                    elif s.slow:
                         url = servers.slow_url
                     elif s.kind == "faults" and not key.endswith(CLEAN):
                         url = servers.flaky_url
@@ -1056,6 +1298,7 @@ def main() -> None:
                         pids,
                         src,
                         args.retry_backoff,
+                        sources=s.sources,
                     )
                     report.update(scenario=s.key, round=rnd, run=key, url=url)
                     runs[key].append(report)
@@ -1065,6 +1308,13 @@ def main() -> None:
             for key in s.clean_clients:
                 ratios = paired_ratios(runs[key] + runs[key + CLEAN], key)
                 summary[s.key][key]["x_fault_free_by_round"] = ratios
+            if s.kind == "sources":
+                ratios = paired_wall_ratios(
+                    runs["sources-streampage"] + runs[SOURCES_REFERENCE],
+                    "sources-streampage",
+                    SOURCES_REFERENCE,
+                )
+                summary[s.key]["sources-streampage"]["x_hand_wall_by_round"] = ratios
     targets = evaluate_targets(scenarios, summary)
     problems = server_problems()
     # Pages the non-retrying clients lose to the flaky server are the point of that scenario,
@@ -1075,6 +1325,8 @@ def main() -> None:
         for r in all_runs
         if not (r["scenario"] == "faults" and r["client"] in expected_loss)
     ) + sum("failed" in r for r in all_runs)
+    # a source that delivered a page twice is an error even when no page is missing
+    lost += sum(r.get("errors", 0) for r in all_runs if r["scenario"] == "sources")
     info = machine_info(servers, pin)
     info["streampage_source"] = source
     rounds = " or ".join(str(n) for n in sorted({s.rounds for s in scenarios}))
@@ -1082,7 +1334,7 @@ def main() -> None:
         f"Medians of {rounds} interleaved rounds (client order rotated each round); each run "
         "is a fresh process. Spread is ±half the min-max range of pages/s.",
     ]
-    if any(s.kind != "faults" for s in scenarios):
+    if any(s.kind in ("throughput", "latency") for s in scenarios):
         notes += [
             "x hand (asyncio): pages/s over the hand-written loop on asyncio's loop, same "
             "scenario. x hand (same loop): over the hand-written loop on the client's own "
@@ -1090,7 +1342,7 @@ def main() -> None:
             "TTFP: start of the fetch to the first decoded page in the consumer's hands (gather: "
             "when gather returns). RSS growth: peak RSS minus RSS after imports.",
         ]
-    delayed = any(s.kind == "latency" for s in scenarios)
+    delayed = any(s.slow for s in scenarios)
     notes += [
         "Server CPU: nginx worker CPU time over the client's wall time (100% = server-bound).",
         f"Client pinned to CPU 1, server to CPU 0: {pin}."
@@ -1119,6 +1371,20 @@ def main() -> None:
             "x own fault-free: median pages/s over the same client's median against /items, "
             "run right next to it in every round. Retries: median per run."
         )
+    many = next((s for s in scenarios if s.kind == "sources"), None)
+    if many is not None:
+        notes.append(
+            f"Sources: {many.sources} cursor walks of {many.pages // many.sources} pages from "
+            f"/slow/cursor?src=K&cursor=C ({args.latency_ms:g} ms each; the first request of a "
+            "walk has no cursor and the server answers page 1), fetched by one streampage.stream("
+            f"sources, pages=Cursor(), concurrency={many.concurrency}) and by a hand-written "
+            "coroutine per source, all gathered, each request under one "
+            f"asyncio.Semaphore({many.concurrency}), TCPConnector(limit={many.concurrency}). "
+            "Wall times are medians (spread: ±half their min-max range); wall ÷ hand-written "
+            "is the ratio of the medians; floor: "
+            f"pages x latency / concurrency = {wall_floor(many, args.latency_ms):.2f} s. "
+            "Pages lost counts each source's missing pages, worst round."
+        )
     if any("threads" in s.clients for s in scenarios):
         notes.append(
             f"threads + requests is skipped above {args.threads_max_pages:,} pages "
@@ -1132,6 +1398,8 @@ def main() -> None:
             *(
                 render_faults_table(s, summary[s.key])
                 if s.kind == "faults"
+                else render_sources_table(s, summary[s.key], args.latency_ms)
+                if s.kind == "sources"
                 else render_table(s, summary[s.key])
                 for s in scenarios
             ),

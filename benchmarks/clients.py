@@ -5,7 +5,7 @@ belong to one client and one run only. Each client imports only what it uses, fo
 reason. Usage::
 
     python benchmarks/clients.py CLIENT --url URL --pages N [--concurrency C] [--cpu K]
-        [--retry-backoff SECONDS]
+        [--retry-backoff SECONDS] [--sources S]
 
 Clients (``--client``):
 
@@ -18,6 +18,19 @@ Clients (``--client``):
   nothing kept.
 - ``gather``: one task per page, ``asyncio.gather``, ``TCPConnector(limit=C)``, ``resp.json()``.
 - ``threads``: ``ThreadPoolExecutor(C).map`` with one ``requests.Session`` per thread.
+
+Many sources (``--sources S``: pages 1..N are S cursor walks of N/S pages each, served as
+``URL?src=K`` then ``URL?src=K&cursor=C`` with C each page's ``next_cursor``):
+
+- ``sources-streampage``: one ``streampage.stream`` over the S sources
+  (``Source(url, params={"src": K}, key=K)``), ``pages=Cursor(field="next_cursor",
+  param="cursor")``, ``concurrency=C``, on asyncio's loop.
+- ``sources-handloop``: the hand-written reference: per source a coroutine that walks its
+  cursor chain, one request at a time under a shared ``asyncio.Semaphore(C)``, all S started
+  with ``asyncio.gather``, one session with ``TCPConnector(limit=C)``, msgspec decode.
+
+Both count the pages of each source; a source that delivered more or fewer than N/S pages is
+reported as an error (and missing pages as lost).
 
 Only streampage retries. The hand-written loop and the gather pattern count a failed page
 (HTTP error or exception) and go on, as they are usually written, so against the flaky
@@ -54,6 +67,7 @@ class Meter:
         self.first_error: str | None = None
         self.retries = 0
         self.requests: int | None = None  # responses received, where the client counts them
+        self.lost: int | None = None  # many sources: pages missing, summed source by source
 
     def start(self) -> None:
         self.c0 = process_time()
@@ -164,6 +178,92 @@ async def gather_client(url: str, n: int, concurrency: int, meter: Meter) -> Non
     meter.stop()
 
 
+# ---------------------------------------------------------------------- many sources
+
+
+def check_sources(counts: list[int], per_source: int, meter: Meter) -> None:
+    """Every source must have delivered exactly its pages: report any that did not, and count
+    the missing ones source by source (an extra page of one source hides no loss of another)."""
+    meter.lost = 0
+    for key, count in enumerate(counts):
+        if count != per_source:
+            meter.error(f"source {key}: {count} pages, expected {per_source}")
+            meter.lost += max(0, per_source - count)
+
+
+async def sources_streampage_client(
+    url: str, n: int, sources: int, concurrency: int, meter: Meter
+) -> None:
+    """The library under test: one stream over every source, each walked by its cursor."""
+    import streampage
+
+    per_source = n // sources
+    counts = [0] * sources
+    pages = streampage.Cursor(field="next_cursor", param="cursor")
+    meter.start()
+    stream = streampage.stream(
+        [streampage.Source(url, params={"src": k}, key=k) for k in range(sources)],
+        pages=pages,
+        concurrency=concurrency,
+    )
+    try:
+        async with stream:
+            async for page in stream:
+                counts[page.source.key] += 1
+                meter.page()
+    except streampage.StreamPageError as exc:  # a page error ends the stream: count the rest lost
+        meter.error(exc)
+    meter.stop()
+    meter.retries = stream.stats.total_retries
+    meter.requests = stream.stats.requests
+    check_sources(counts, per_source, meter)
+
+
+async def sources_handloop_client(
+    url: str, n: int, sources: int, concurrency: int, meter: Meter
+) -> None:
+    """The reference: a coroutine per source walking its cursor chain, a semaphore bounding
+    the requests in flight, all sources gathered; what one writes by hand for this."""
+    import asyncio
+
+    import aiohttp
+    import msgspec
+
+    decode = msgspec.json.decode
+    per_source = n // sources
+    counts = [0] * sources
+    meter.start()
+    sem = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def walk(key: int) -> None:
+            params: dict[str, str | int] = {"src": key}
+            while True:
+                try:
+                    async with sem:
+                        async with session.get(url, params=params) as resp:
+                            body = await resp.read()
+                            status = resp.status
+                        if status != 200:
+                            meter.error(f"source {key} {params}: HTTP {status}")
+                            return  # without its page, the rest of the chain is out of reach
+                        data = decode(body)
+                except (aiohttp.ClientError, OSError, msgspec.DecodeError) as exc:
+                    meter.error(exc)
+                    return
+                counts[key] += 1
+                meter.page()
+                cursor = data["next_cursor"]
+                if not cursor:
+                    return
+                params = {"src": key, "cursor": cursor}
+
+        await asyncio.gather(*(walk(key) for key in range(sources)))
+    meter.stop()
+    check_sources(counts, per_source, meter)
+
+
 # ---------------------------------------------------------------------- threads client
 
 
@@ -208,7 +308,14 @@ ASYNC_CLIENTS: dict[str, tuple[AsyncClient, str]] = {
     "handloop-uvloop": (handloop_client, "uvloop"),
     "gather": (gather_client, "asyncio"),
 }
-CLIENTS = [*ASYNC_CLIENTS, "threads"]
+SourcesClient = Callable[[str, int, int, int, Meter], Coroutine[Any, Any, None]]
+
+#: the many-sources clients (``--sources S``), both on asyncio's loop
+SOURCES_CLIENTS: dict[str, SourcesClient] = {
+    "sources-streampage": sources_streampage_client,
+    "sources-handloop": sources_handloop_client,
+}
+CLIENTS = [*ASYNC_CLIENTS, "threads", *SOURCES_CLIENTS]
 
 
 def run_async(
@@ -234,6 +341,22 @@ def run_async(
         runner.run(coro)
 
 
+def run_sources(
+    client: str, url: str, n: int, sources: int, concurrency: int, meter: Meter
+) -> None:
+    """Run a many-sources client on asyncio's loop (streampage's through streampage.run)."""
+    coro = SOURCES_CLIENTS[client](url, n, sources, concurrency, meter)
+    if client == "sources-streampage":
+        import streampage
+
+        streampage.run(coro, use_uvloop=False)
+        return
+    import asyncio
+
+    with asyncio.Runner() as runner:
+        runner.run(coro)
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -251,7 +374,16 @@ def main() -> None:
         default=None,
         help="streampage: RetryPolicy(backoff=...) instead of the default policy",
     )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=None,
+        help="sources-* clients: the pages are this many cursor walks of pages/sources each",
+    )
     args = parser.parse_args()
+    is_sources = args.client in SOURCES_CLIENTS
+    if is_sources and (not args.sources or args.pages % args.sources):
+        parser.error(f"{args.client} needs --sources S, with S dividing --pages")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
 
@@ -262,7 +394,7 @@ def main() -> None:
         import aiohttp  # noqa: F401
         import msgspec  # noqa: F401
 
-        if args.client.startswith("streampage"):
+        if "streampage" in args.client:
             import streampage  # noqa: F401
         if args.client.endswith("uvloop"):
             import uvloop  # noqa: F401
@@ -271,6 +403,8 @@ def main() -> None:
 
     if args.client == "threads":
         threads_client(args.url, args.pages, args.concurrency, meter)
+    elif is_sources:
+        run_sources(args.client, args.url, args.pages, args.sources, args.concurrency, meter)
     else:
         run_async(args.client, args.url, args.pages, args.concurrency, meter, args.retry_backoff)
 
@@ -279,7 +413,7 @@ def main() -> None:
             "client": args.client,
             "pages_expected": args.pages,
             "pages": meter.pages,
-            "lost": args.pages - meter.pages,
+            "lost": args.pages - meter.pages if meter.lost is None else meter.lost,
             "errors": meter.errors,
             "first_error": meter.first_error,
             "retries": meter.retries,

@@ -1,7 +1,8 @@
 """Fallback delayed page server, used only when nginx's echo module (``echo_sleep``) is missing.
 
 Serves ``/slow/items?page=N`` from the same page files as nginx, after ``--delay`` seconds,
-on aiohttp + uvloop. It is much slower per request than nginx: at high concurrency it can
+and ``/slow/cursor?src=K[&cursor=C]`` from the cursor files (no cursor: page 1), on aiohttp +
+uvloop. It is much slower per request than nginx: at high concurrency it can
 become the bottleneck, which ``bench.py`` says in its output when this server is in use.
 """
 
@@ -18,6 +19,7 @@ from aiohttp import web
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages-dir", type=Path, required=True)
+    parser.add_argument("--cursor-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--cpu", type=int, default=None)
@@ -26,7 +28,9 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
     delay: float = args.delay
     pages_dir: Path = args.pages_dir
+    cursor_dir: Path = args.cursor_dir
     cache: dict[str, bytes] = {}
+    cursor_cache: dict[tuple[str, str], bytes] = {}
 
     async def items(request: web.Request) -> web.Response:
         number = request.query.get("page", "")
@@ -39,8 +43,20 @@ def main() -> None:
         await asyncio.sleep(delay)
         return web.Response(body=body, content_type="application/json")
 
+    async def cursor(request: web.Request) -> web.Response:
+        key = (request.query.get("src", ""), request.query.get("cursor", "1"))
+        body = cursor_cache.get(key)
+        if body is None:
+            path = cursor_dir / key[0] / f"{key[1]}.json"
+            if not (key[0].isdigit() and key[1].isdigit()) or not path.is_file():
+                raise web.HTTPNotFound()
+            body = cursor_cache[key] = path.read_bytes()
+        await asyncio.sleep(delay)
+        return web.Response(body=body, content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/slow/items", items)
+    app.router.add_get("/slow/cursor", cursor)
     try:
         import uvloop
 
