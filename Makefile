@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit pg-server bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) pg-server
 	$(VENV)/bin/pytest
+
+# The PostgreSQL sink's tests start a throwaway server (tests/pg_server.py): Debian's package.
+pg-server:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "the tests need PostgreSQL: sudo apt-get install -y postgresql" >&2; exit 1; }; \
+	  echo "installing PostgreSQL (Debian's postgresql package) for the tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 ## bench: streampage against the gather pattern, threads and a hand-written loop (minutes)
 bench: $(STAMP)

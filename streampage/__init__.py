@@ -6,6 +6,7 @@ async with streampage.stream(url, pages=pages, concurrency=32) as stream:
         handle(page.number, page.data)
 """
 
+from . import sinks
 from ._auto import Auto
 from ._errors import (
     ConfigurationError,
@@ -15,8 +16,10 @@ from ._errors import (
     PaginationError,
     RequestError,
     ResponseTooLargeError,
+    SinkError,
     StreamPageError,
 )
+from ._into import Records
 from ._page import Page, ResponseInfo
 from ._pagination import Header, Offset, PageNumber, Paginator, PaginatorRun
 from ._policy import RateLimit, RetryPolicy, Timeout
@@ -46,15 +49,18 @@ __all__ = [
     "Paginator",
     "PaginatorRun",
     "RateLimit",
+    "Records",
     "RequestError",
     "ResponseInfo",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "SinkError",
     "Source",
     "Stream",
     "StreamPageError",
     "StreamStats",
     "Timeout",
     "run",
+    "sinks",
     "stream",
 ]

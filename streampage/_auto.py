@@ -10,6 +10,7 @@ from typing import Any
 
 from yarl import URL
 
+from ._checkpoint import Resume
 from ._decode import get_path
 from ._errors import PageError, PaginationError
 from ._page import Page
@@ -107,15 +108,16 @@ class Auto:
     logged (logger ``streampage``, level INFO). Name a paginator for anything else.
     """
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _AutoRun:
+    def begin(self, url: URL, *, max_pages: int | None, resume: Resume | None = None) -> _AutoRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        return _AutoRun(url, max_pages)
+        return _AutoRun(url, max_pages, resume)
 
 
 class _AutoRun:
-    def __init__(self, url: URL, max_pages: int | None) -> None:
+    def __init__(self, url: URL, max_pages: int | None, resume: Resume | None) -> None:
         self._url = url
         self._max_pages = max_pages
+        self._resume = resume
         self._run: Any = None
         self._first_given = False
         self._decided = asyncio.Event()
@@ -183,9 +185,9 @@ class _AutoRun:
                 redact_url(page.response.url),
             )
             self._decided.set()
-            return True
+            return self._resume is None or 1 not in self._resume.done
         logger.info("pages=auto chose %r for %s", chosen, redact_url(page.response.url))
-        run: Any = chosen.begin(self._url, max_pages=self._max_pages)
+        run: Any = chosen.begin(self._url, max_pages=self._max_pages, resume=self._resume)
         run.on_end = self._on_end
         self._run = run
         if isinstance(chosen, PageNumber) and chosen.total_pages is None:

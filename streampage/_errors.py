@@ -5,6 +5,7 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
 
     StreamPageError
      ├── ConfigurationError   bad arguments, raised before any request (also a ValueError)
+     ├── SinkError            a sink could not write or commit (full disk, lost database)
      └── PageError            one page could not be delivered; carries .page and .url
           ├── PaginationError  a loop, or a next link to another origin
           ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
@@ -26,6 +27,7 @@ __all__ = [
     "PaginationError",
     "RequestError",
     "ResponseTooLargeError",
+    "SinkError",
     "StreamPageError",
 ]
 
@@ -95,3 +97,8 @@ class ResponseTooLargeError(PageError):
 class PaginationError(PageError):
     """The pagination cannot go on: a cursor or next link seen before (a loop), or a next
     link to another origin. ``page`` is the page that could not be requested."""
+
+
+class SinkError(StreamPageError):
+    """A sink could not take or commit records (a full disk, a lost database). Pages whose
+    records were committed before it are in the checkpoint: run again with resume."""

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from ._checkpoint import Resume
 from ._decode import find_records, get_path, is_empty
 from ._errors import ConfigurationError, DecodeError
 from ._page import Page
@@ -70,8 +71,11 @@ class PaginatorRun(Protocol):
 class Paginator(Protocol):
     """What ``stream(pages=...)`` accepts: a configuration that starts a fresh run per stream."""
 
-    def begin(self, url: URL, *, max_pages: int | None) -> PaginatorRun:
-        """A fresh run state for one stream."""
+    def begin(
+        self, url: URL, *, max_pages: int | None, resume: Resume | None = None
+    ) -> PaginatorRun:
+        """A fresh run state for one stream; ``resume`` says which pages a checkpoint
+        already holds (not to be delivered again) and where a walk goes on."""
 
 
 def _read(source: ValueSource, page: Page[Any]) -> Any:
@@ -153,7 +157,9 @@ class PageNumber:
         if not self.param:
             raise ConfigurationError("PageNumber(param=...) must name a query parameter")
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _IndexedRun:
+    def begin(
+        self, url: URL, *, max_pages: int | None, resume: Resume | None = None
+    ) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
         spec = self
 
@@ -181,6 +187,7 @@ class PageNumber:
             has_more=spec.has_more,
             items=spec.items,
             short_page=None,
+            resume=resume,
         )
 
     @property
@@ -212,8 +219,12 @@ class _IndexedRun:
         has_more: str | Callable[[Page[Any]], Any] | None,
         items: str | Callable[[Any], Any] | None,
         short_page: int | None,
+        resume: Resume | None = None,
     ) -> None:
         self._first = first
+        #: pages a checkpoint holds: not fetched again (but the first page when a total is
+        #: read from it), never delivered again
+        self._done = resume.done if resume is not None else None
         self._next = first
         # Without a known last page the end is found by looking (empty, short or 404 page);
         # max_pages only caps that search.
@@ -241,6 +252,10 @@ class _IndexedRun:
         number = self._next
         if self._total is not None and number > self._first and not self._first_done.is_set():
             await self._first_done.wait()
+        done = self._done
+        if done is not None:
+            while number in done and (number != self._first or self._total is None):
+                number += 1
         if self._last is not None and number > self._last:
             return None
         self._next = number + 1
@@ -277,7 +292,7 @@ class _IndexedRun:
             )
             if not more:
                 self._end_at(number)
-        return True
+        return self._done is None or number not in self._done
 
     def ends_at_status(self, number: int, status: int) -> bool:
         # A 404 past the data is how many APIs (Django REST framework) say "no such page";
@@ -361,7 +376,9 @@ class Offset:
         Not with ``total_items``, which is expected to give the end before fanning out."""
         return self.stop is None and self.total_items is None
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _IndexedRun:
+    def begin(
+        self, url: URL, *, max_pages: int | None, resume: Resume | None = None
+    ) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
         spec = self
 
@@ -385,4 +402,5 @@ class Offset:
             has_more=self.has_more,
             items=self.items,
             short_page=self.limit,
+            resume=resume,
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from yarl import URL
 
+from ._checkpoint import Checkpoint, source_id
 from ._errors import ConfigurationError
 from ._pagination import Paginator, PaginatorRun
 from ._redact import REDACTED, SECRET_PARAMS, redact_url
@@ -100,6 +101,8 @@ class Sources:
         self._pages = pages
         self._params = dict(params) if params else {}
         self._max_pages = max_pages
+        #: set by into() on resume: pages already committed are not delivered again
+        self.checkpoint: Checkpoint | None = None
         self.single: Source | None = None
         self._many: Iterable[Any] | AsyncIterable[Any] | None = None
         if isinstance(sources, Source | str | URL) or (
@@ -129,7 +132,8 @@ class Sources:
     def walk(self, source: Source) -> Walk:
         url = self.url(source)
         paginator = source.pages if source.pages is not None else self._pages
-        run = paginator.begin(url, max_pages=self._max_pages)
+        resume = self.checkpoint.resume(source_id(source)) if self.checkpoint else None
+        run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
         return Walk(source, run, url.origin(), bool(getattr(paginator, "may_leave_origin", False)))
 
     async def __aiter__(self) -> AsyncIterator[Source]:

@@ -17,6 +17,8 @@ class StreamStats:
     """
 
     pages: int = 0  #: pages delivered to the consumer
+    records: int = 0  #: records extracted from them (stream.records() / into())
+    committed_pages: int = 0  #: pages whose records a sink has committed (into())
     requests: int = 0  #: responses received, whatever their status (redirect hops excluded)
     bytes: int = 0  #: body bytes received
     retries: dict[str, int] = field(default_factory=dict)  #: retries by reason

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 import aiohttp
 import anyio
@@ -32,11 +32,15 @@ from ._decode import decoder_for
 from ._engine import Engine
 from ._errors import ConfigurationError, PageError, StreamPageError
 from ._http import HttpClient
+from ._into import Extract, Records
 from ._page import Page
 from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
 from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
+
+if TYPE_CHECKING:
+    from .sinks import Sink
 
 T = TypeVar("T")
 
@@ -124,7 +128,7 @@ class Stream(Generic[T]):
         if self._done:
             raise StreamPageError("this stream has already ended; call stream() again")
         engine = Engine(
-            http=self._http_client(),
+            http=HttpClient(**self._http_args),
             control=PoolControl(
                 retry=self._retry,
                 rate=self._rate,
@@ -145,9 +149,6 @@ class Stream(Generic[T]):
         # The engine task holds the engine, never this Stream: see __del__.
         self._task = asyncio.get_running_loop().create_task(engine.main())
         return engine
-
-    def _http_client(self) -> HttpClient:
-        return HttpClient(**self._http_args)
 
     async def __aenter__(self) -> Self:
         if self._engine is None:
@@ -191,6 +192,24 @@ class Stream(Generic[T]):
 
     def __aiter__(self) -> Self:
         return self
+
+    def records(self, extract: Extract = None) -> Records:
+        """The records of the pages: ``extract`` is a dotted path into each page's data
+        (``"data.items"``), a function of the data, or None (the data is one record)."""
+        return Records(self, extract)
+
+    async def into(
+        self,
+        sink: Sink,
+        *,
+        batch: int = 1000,
+        checkpoint: str | None = "default",
+        resume: bool = False,
+    ) -> StreamStats:
+        """Drain the pages, each page's data one record, into ``sink``; see Records.into."""
+        return await Records(self, None).into(
+            sink, batch=batch, checkpoint=checkpoint, resume=resume
+        )
 
     async def __anext__(self) -> Page[T]:
         engine = self._engine

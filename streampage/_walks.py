@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from ._checkpoint import Resume
 from ._decode import get_path
 from ._errors import ConfigurationError, PageError, PaginationError
 from ._page import Page
@@ -64,17 +65,29 @@ class _WalkRun:
 
     open_ended = False
 
-    def __init__(self, url: URL, max_pages: int | None, *, cross_origin: bool) -> None:
-        self._urls: dict[int, URL] = {1: url}
+    def __init__(
+        self,
+        url: URL,
+        max_pages: int | None,
+        *,
+        cross_origin: bool,
+        resume: Resume | None = None,
+        restart_at: tuple[int, URL] | None = None,
+    ) -> None:
+        # On resume a walk starts again at its last committed page (fetched again, not
+        # delivered again) to learn the link to the next one.
+        first = restart_at if restart_at is not None else (1, url)
+        self._urls: dict[int, URL] = {first[0]: first[1]}
+        self._done = resume.done if resume is not None else None
         self._origin = url.origin()
         self._cross_origin = cross_origin
-        self._next = 1
+        self._next = first[0]
         self._last = max_pages
         self._ended = False
         self._error: PageError | None = None
         self._changed = asyncio.Event()
         self._repeats = _Repeats()
-        self._repeats.seen(str(url))  # a link back to the first page is a loop too
+        self._repeats.seen(str(first[1]))  # a link back to the first page is a loop too
         self.on_end: Callable[[int], None] = lambda last: None
 
     async def next(self) -> int | None:
@@ -105,7 +118,7 @@ class _WalkRun:
         else:
             self._urls[page.number + 1] = target
             self._changed.set()
-        return True
+        return self._done is None or page.number not in self._done
 
     def follow(self, page: Page[Any]) -> URL | None:
         """The URL of the page after ``page``, or None at the end."""
@@ -126,6 +139,8 @@ class _WalkRun:
 
     def adopt(self, page: Page[Any]) -> bool:
         """Take the first page, fetched by someone else (pages=auto), as this run's own."""
+        if 1 not in self._urls:  # resumed further on: page 1 is done, go on from there
+            return False
         self._next = 2
         self._urls.pop(1, None)
         return self.accept(page)
@@ -185,17 +200,25 @@ class Cursor:
         if not self.param:
             raise ConfigurationError("Cursor(param=...) must name a query parameter")
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _WalkRun:
+    def begin(self, url: URL, *, max_pages: int | None, resume: Resume | None = None) -> _WalkRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        return _CursorRun(self, url, max_pages)
+        return _CursorRun(self, url, max_pages, resume)
 
 
 class _CursorRun(_WalkRun):
-    def __init__(self, spec: Cursor, url: URL, max_pages: int | None) -> None:
+    def __init__(
+        self, spec: Cursor, url: URL, max_pages: int | None, resume: Resume | None
+    ) -> None:
         self._spec = spec
         self._base = url.without_query_params(spec.param)
         first = self._with_cursor(spec.initial) if spec.initial else self._base
-        super().__init__(first, max_pages, cross_origin=False)
+        super().__init__(
+            first,
+            max_pages,
+            cross_origin=False,
+            resume=resume,
+            restart_at=resume.walk if resume is not None else None,
+        )
         if spec.initial:
             self._repeats.seen(spec.initial)
 
@@ -235,9 +258,9 @@ class NextURL:
     field: str | Callable[[Page[Any]], Any] = "next"
     cross_origin: bool = False
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _WalkRun:
+    def begin(self, url: URL, *, max_pages: int | None, resume: Resume | None = None) -> _WalkRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        return _NextURLRun(self, url, max_pages)
+        return _NextURLRun(self, url, max_pages, resume)
 
     @property
     def may_leave_origin(self) -> bool:
@@ -246,9 +269,17 @@ class NextURL:
 
 
 class _NextURLRun(_WalkRun):
-    def __init__(self, spec: NextURL, url: URL, max_pages: int | None) -> None:
+    def __init__(
+        self, spec: NextURL, url: URL, max_pages: int | None, resume: Resume | None
+    ) -> None:
         self._spec = spec
-        super().__init__(url, max_pages, cross_origin=spec.cross_origin)
+        super().__init__(
+            url,
+            max_pages,
+            cross_origin=spec.cross_origin,
+            resume=resume,
+            restart_at=resume.walk if resume is not None else None,
+        )
 
     def follow(self, page: Page[Any]) -> URL | None:
         field = self._spec.field
@@ -273,9 +304,9 @@ class LinkHeader:
     fan_out: bool = True
     cross_origin: bool = False
 
-    def begin(self, url: URL, *, max_pages: int | None) -> _LinkRun:
+    def begin(self, url: URL, *, max_pages: int | None, resume: Resume | None = None) -> _LinkRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        return _LinkRun(self, url, max_pages)
+        return _LinkRun(self, url, max_pages, resume)
 
     @property
     def may_leave_origin(self) -> bool:
@@ -284,9 +315,13 @@ class LinkHeader:
 
 
 class _LinkRun(_WalkRun):
-    def __init__(self, spec: LinkHeader, url: URL, max_pages: int | None) -> None:
+    def __init__(
+        self, spec: LinkHeader, url: URL, max_pages: int | None, resume: Resume | None
+    ) -> None:
         self._spec = spec
-        super().__init__(url, max_pages, cross_origin=spec.cross_origin)
+        # Resumed from page 1: it tells whether to fan out (then done pages are not fetched
+        # at all) or to walk (then they are fetched again, not delivered).
+        super().__init__(url, max_pages, cross_origin=spec.cross_origin, resume=resume)
         #: set when fanning out: (template URL, parameter, its value for page 2, last page)
         self._fan: tuple[URL, str, int, int] | None = None
 
@@ -300,6 +335,8 @@ class _LinkRun(_WalkRun):
                 return number
         number = self._next
         last = self._fan[3] if self._last is None else min(self._fan[3], self._last)
+        while self._done is not None and number in self._done:
+            number += 1
         if number > last:
             return None
         self._next = number + 1
@@ -331,17 +368,18 @@ class _LinkRun(_WalkRun):
         return self._checked(page, target, "Link rel=next")
 
     def accept(self, page: Page[Any]) -> bool:
+        fresh = self._done is None or page.number not in self._done
         if self._fan is not None:
-            return not self.past_end(page.number)
+            return fresh and not self.past_end(page.number)
         target = self.follow(page)
         if self._fan is not None:
-            return True
+            return fresh
         if target is None:
             self._end()
         else:
             self._urls[page.number + 1] = target
             self._changed.set()
-        return True
+        return fresh
 
 
 def _fan_out(next_url: URL, last_url: URL) -> tuple[URL, str, int, int] | None:

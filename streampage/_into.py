@@ -1,0 +1,157 @@
+"""Records out of pages, and the drain loop of ``.into(sink)``: batches, checkpoints, resume.
+
+Exactly-once rests on one rule: a page's key enters the checkpoint only in the commit that
+makes all of its records durable, and a page's records never straddle two commits (batches
+close on page boundaries). After a crash, whatever the sink holds is named by its last
+checkpoint, and a resumed stream delivers every other page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import Checkpoint, source_id
+from ._decode import get_path
+from ._errors import ConfigurationError, SinkError, StreamPageError
+from ._page import Page
+from ._stats import StreamStats
+
+if TYPE_CHECKING:
+    from ._stream import Stream
+    from .sinks import Sink
+
+Extract = str | Callable[[Any], Any] | None
+
+
+def extractor(extract: Extract) -> Callable[[Page[Any]], list[Any]]:
+    """Records of a page: a dotted path into its data, a function of its data, or (None)
+    the data itself as one record."""
+    if extract is None:
+        return lambda page: [page.data]
+    if isinstance(extract, str):
+        path = extract
+
+        def by_path(page: Page[Any]) -> list[Any]:
+            found = get_path(page.data, path)
+            return [] if found is None else found if isinstance(found, list) else [found]
+
+        return by_path
+    if callable(extract):
+
+        def by_call(page: Page[Any]) -> list[Any]:
+            found = extract(page.data)
+            return [] if found is None else found if isinstance(found, list) else list(found)
+
+        return by_call
+    raise ConfigurationError(f"records({extract!r}): pass a dotted path or a function")
+
+
+class Records:
+    """The records of a stream's pages, as an async iterator, or drained into a sink."""
+
+    def __init__(self, stream: Stream[Any], extract: Extract) -> None:
+        self._stream = stream
+        self._extract = extractor(extract)
+
+    @property
+    def stats(self) -> StreamStats:
+        return self._stream.stats
+
+    async def __aenter__(self) -> Records:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._stream.aclose()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        extract = self._extract
+        stats = self._stream.stats
+        async for page in self._stream:
+            records = extract(page)
+            stats.records += len(records)
+            for record in records:
+                yield record
+
+    async def into(
+        self,
+        sink: Sink,
+        *,
+        batch: int = 1000,
+        checkpoint: str | None = "default",
+        resume: bool = False,
+    ) -> StreamStats:
+        """Drain the stream into ``sink`` in batches of about ``batch`` records, each batch
+        committed with the checkpoint under the name ``checkpoint`` (None: no checkpoint).
+        ``resume=True`` goes on from the sink's checkpoint: committed pages are not fetched
+        (or not delivered) again. Returns the stream's stats."""
+        return await drain(self._stream, self._extract, sink, batch, checkpoint, resume)
+
+
+async def drain(
+    stream: Stream[Any],
+    extract: Callable[[Page[Any]], list[Any]],
+    sink: Sink,
+    batch: int,
+    name: str | None,
+    resume: bool,
+) -> StreamStats:
+    if batch < 1:
+        raise ConfigurationError(f"into(batch={batch}) must be at least 1")
+    stats = stream.stats
+    progress = Checkpoint()
+    try:
+        stored = await _sinking(sink, "open", sink.open(name or "default"), progress)
+        if stored is not None and name is not None:
+            if not resume:
+                raise ConfigurationError(
+                    f"{sink!r} holds a checkpoint named {name!r} from an earlier run: pass "
+                    "resume=True (streampage fetch --resume) to go on from it, or write to a "
+                    "new target"
+                )
+            progress = Checkpoint.from_json(stored)
+            stream._sources.checkpoint = Checkpoint.from_json(stored)
+        records: list[Any] = []
+        pages: list[tuple[str, int, Any]] = []
+
+        async def flush() -> None:
+            if not pages:
+                return
+            if records:
+                await _sinking(sink, "write", sink.write(records), progress)
+            for source, number, url in pages:
+                progress.commit(source, number, url)
+            if name is not None:
+                await _sinking(sink, "commit", sink.commit(name, progress.to_json()), progress)
+            stats.committed_pages += len(pages)
+            records.clear()
+            pages.clear()
+
+        async with stream:
+            async for page in stream:
+                found = extract(page)
+                stats.records += len(found)
+                records.extend(found)
+                pages.append((source_id(page.source), page.number, page.response.url))
+                if len(records) >= batch:
+                    await flush()
+            await flush()
+    finally:
+        await sink.close()
+    return stats
+
+
+async def _sinking(sink: Sink, step: str, call: Any, progress: Checkpoint) -> Any:
+    """Await a sink call, turning its failure into a SinkError that says what to do."""
+    try:
+        return await call
+    except StreamPageError:
+        raise
+    except Exception as exc:
+        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+        raise SinkError(
+            f"{sink!r} failed to {step}: {type(exc).__name__}: {exc}{notes}. {len(progress)} pages "
+            "are committed; fix the cause and run again with resume=True (streampage fetch "
+            "--resume): committed pages are not fetched again."
+        ) from exc

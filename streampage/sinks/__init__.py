@@ -1,0 +1,28 @@
+"""Sinks: where ``stream(...).records(...).into(sink)`` puts records, exactly once.
+
+Built in: JSON Lines (optionally gzip), SQLite (standard library), PostgreSQL (asyncpg,
+``pip install 'streampage[postgres]'``) and Parquet (pyarrow, ``streampage[parquet]``).
+A sink of your own implements the four methods of ``Sink``.
+"""
+
+from typing import Any
+
+from ._base import Sink
+from .jsonl import JSONLines
+from .sqlite import SQLite
+
+__all__ = ["JSONLines", "Parquet", "Postgres", "SQLite", "Sink"]
+
+
+def __getattr__(name: str) -> Any:
+    # The sinks with optional dependencies load on first use, so that importing
+    # streampage.sinks never needs asyncpg or pyarrow.
+    if name == "Postgres":
+        from .postgres import Postgres
+
+        return Postgres
+    if name == "Parquet":
+        from .parquet import Parquet
+
+        return Parquet
+    raise AttributeError(f"module 'streampage.sinks' has no attribute {name!r}")

@@ -1,0 +1,39 @@
+"""The Sink protocol: where ``stream(...).into(sink)`` puts records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .._errors import ConfigurationError
+
+__all__ = ["Sink", "missing_extra"]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A target for records, with a checkpoint committed atomically with them.
+
+    The stream calls ``open(name)`` once (it returns the checkpoint last committed under
+    ``name``, or None), then ``write(records)`` and ``commit(name, checkpoint)`` in turns, and
+    ``close()`` at the end, also after a failure. ``commit`` must make every record written
+    since the previous commit durable *together with* the checkpoint: in one transaction, or
+    a journal entry written after the data. Whatever was written and not committed when the
+    process dies is discarded by the next ``open``. That is the whole of exactly-once.
+    See ``examples/custom_sink.py``.
+    """
+
+    async def open(self, name: str) -> bytes | None: ...
+
+    async def write(self, records: Sequence[Any]) -> None: ...
+
+    async def commit(self, name: str, checkpoint: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def missing_extra(module: str, extra: str) -> ConfigurationError:
+    """The error for an optional dependency that is not installed, naming the pip command."""
+    return ConfigurationError(
+        f"this sink needs {module}, which is not installed: pip install 'streampage[{extra}]'"
+    )
