@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit pg-server bench clean
+.PHONY: demo test lint typecheck unit pg-server bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache benchmarks/.work
+
+## soak: SIGKILL-and-resume many more times than make test does (several minutes)
+soak: $(STAMP) pg-server
+	STREAMPAGE_SOAK=30 $(VENV)/bin/pytest -q -k sigkill tests/test_crash_resume.py

@@ -74,3 +74,60 @@ async def test_serve_demo_answers_pages_and_empty_past_the_end(demo_server: str)
             assert (await resp.json())["items"] == []
         async with session.get(demo_server, params={"page": "x"}) as resp:
             assert resp.status == 400
+
+
+def test_demo_with_faults_retries_and_still_completes() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streampage", "demo", "--items", "1000", "--fault-rate", "0.1"]
+        + ["--seed", "1", "--latency", "0", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1,000 (0 missing, 0 duplicated)" in proc.stdout
+    assert "status 503" in proc.stdout  # the retries row names the injected faults
+    assert "streampage fetch --help" in proc.stdout  # where to go next
+
+
+@pytest.fixture
+def flagged_server() -> Iterator[str]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "streampage", "serve-demo", "--port", "0", "--items", "30"]
+        + ["--latency", "0", "--style", "link", "--per-page", "10", "--token", "t0k3n"]
+        + ["--fail-page", "2", "--rate-limit", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+async def test_serve_demo_flags_style_token_and_failing_pages(flagged_server: str) -> None:
+    auth = {"Authorization": "Bearer t0k3n"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(flagged_server) as resp:
+            assert resp.status == 401  # --token
+        async with session.get(flagged_server, headers=auth) as resp:
+            assert resp.status == 200
+            assert [item["id"] for item in await resp.json()] == list(range(1, 11))  # --style link
+            links = resp.headers["Link"]
+            assert 'page=2&per_page=10>; rel="next"' in links
+            assert 'page=3&per_page=10>; rel="last"' in links
+            assert resp.headers["RateLimit-Limit"] == "1000"  # --rate-limit
+        async with session.get(flagged_server, params={"page": "2"}, headers=auth) as resp:
+            assert resp.status == 500  # --fail-page 2
+
+
+def test_serve_demo_bad_flags_exit_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streampage", "serve-demo", "--per-page", "500"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("streampage: error: --per-page 500")

@@ -65,6 +65,13 @@ class JSONLines:
                 f"{self.path} exists and has no journal from an earlier run, so it cannot be "
                 "resumed or safely appended to: remove it or choose another path"
             )
+        else:
+            # The (empty) journal exists before the first byte of data does: a run killed
+            # inside its first commit leaves a file this sink recognises and cuts back to 0.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.journal, "ab") as journal:
+                os.fsync(journal.fileno())
+            _fsync_dir(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 - held open across calls
         self._file.truncate(offset)
@@ -99,3 +106,12 @@ class JSONLines:
         if self._file is not None:
             f, self._file = self._file, None
             await anyio.to_thread.run_sync(f.close)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry durable (a created file survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
