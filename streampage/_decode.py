@@ -84,13 +84,7 @@ def is_empty(data: Any) -> bool:
         return True
     if isinstance(data, list):
         return False
-    if isinstance(data, msgspec.Struct):
-        values: Any = (getattr(data, f) for f in data.__struct_fields__)
-    elif isinstance(data, Mapping):
-        values = data.values()
-    else:
-        return False
-    lists = [v for v in values if isinstance(v, list | tuple)]
+    lists = _list_fields(data)
     return bool(lists) and not any(lists)
 
 
@@ -99,14 +93,19 @@ def find_records(data: Any) -> Any:
     field of an object (``{"items": [...], "page": 3}``); None when that is ambiguous."""
     if isinstance(data, list):
         return data
+    lists = _list_fields(data)
+    return lists[0] if len(lists) == 1 else None
+
+
+def _list_fields(data: Any) -> list[Any]:
+    """The list-valued fields of an object (a mapping or a msgspec Struct)."""
     if isinstance(data, msgspec.Struct):
         values: Any = (getattr(data, f) for f in data.__struct_fields__)
     elif isinstance(data, Mapping):
         values = data.values()
     else:
-        return None
-    lists = [v for v in values if isinstance(v, list | tuple)]
-    return lists[0] if len(lists) == 1 else None
+        return []
+    return [v for v in values if isinstance(v, list | tuple)]
 
 
 PathOrCallable = str | Callable[[Any], Any]
