@@ -9,16 +9,19 @@ One command (``benchmarks/run.sh`` or ``python benchmarks/bench.py``):
    from the files, ``/slow/items?page=N`` after 20 ms (``echo_sleep``),
    ``/flaky/items?page=N`` with a transient 503 for 5% of requests, drawn at random, and
    ``/slow/cursor?src=K&cursor=C``: 200 sources of 20 cursor-linked pages, after 20 ms;
+   and, for the sinks section, a throwaway PostgreSQL cluster (fsync on), also on CPU 0;
 4. runs each client in a fresh process pinned to CPU 1, interleaved round by round, for each
-   page count, for the delayed server at two concurrencies, for the flaky server and for the
-   many sources (streampage against a hand-written per-source loop under a semaphore);
+   page count, for the delayed server at two concurrencies, for the flaky server, for the
+   many sources (streampage against a hand-written per-source loop under a semaphore) and
+   for each sink (``.records("items").into(sink)`` against the same records with no sink),
+   every sink run on a fresh target whose records are then counted by another process;
 5. prints markdown tables of medians and the targets, and writes every run and the summary
    to ``benchmarks/results/latest.json`` (and the tables to ``latest.md``).
 
 The reference is the hand-written worker loop on asyncio's loop (``handloop``): every ratio
 in the tables is a client's pages/s divided by that one's, in the same scenario. The sources
 section has its own reference, the hand-written per-source loop (``sources-handloop``), and
-compares wall times.
+compares wall times; the sinks section's is streampage itself with no sink (``sink-none``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,8 @@ CURSOR_DIR = WORK / "cursor"
 RESULTS = HERE / "results"
 CLIENTS_PY = HERE / "clients.py"
 SLOW_SERVER_PY = HERE / "slow_server.py"
+SINKS_DIR = WORK / "sinks"
+PG_DIR = WORK / "pg"
 
 PAGE_BYTES = 2048
 PAGE_FORMAT = 1  # bump when page_body() changes, to regenerate the files
@@ -59,7 +64,7 @@ CURSOR_FORMAT = 1  # bump when cursor_body() changes, to regenerate the files
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 
 REFERENCE = "handloop"
-SECTIONS = ("throughput", "latency", "faults", "sources")
+SECTIONS = ("throughput", "latency", "faults", "sources", "sinks")
 ALL_CLIENTS = [
     "streampage",
     "streampage-uvloop",
@@ -77,12 +82,31 @@ LABELS = {
     "threads": "threads + requests",
     "sources-streampage": "streampage: one stream, Cursor (asyncio)",
     "sources-handloop": "hand-written per-source loop + Semaphore (asyncio)",
+    "sink-none": 'no sink: `async for` over .records("items")',
+    "sink-jsonl": "JSONLines",
+    "sink-jsonl-gz": "JSONLines, gzip",
+    "sink-sqlite": "SQLite",
+    "sink-postgres": "PostgreSQL (asyncpg COPY)",
+    "sink-parquet": "Parquet (pyarrow, zstd)",
 }
 #: the sources section's clients (always both, whatever --clients says); the reference first
 SOURCES_REFERENCE = "sources-handloop"
 SOURCES_CLIENTS = (SOURCES_REFERENCE, "sources-streampage")
 #: what the sources section expects of streampage's wall time over the hand-written loop's
 SOURCES_GOAL = 1.05
+#: the sinks section: --sinks names -> clients (clients.py), the no-sink reference first
+SINK_REFERENCE = "sink-none"
+SINKS = {
+    "none": SINK_REFERENCE,
+    "jsonl": "sink-jsonl",
+    "jsonl-gz": "sink-jsonl-gz",
+    "sqlite": "sink-sqlite",
+    "postgres": "sink-postgres",
+    "parquet": "sink-parquet",
+}
+#: where the records are in a page (clients.py: RECORDS_PATH), and how many a page holds
+RECORDS_PATH = "items"
+PER_PAGE = 14
 #: clients run against the flaky endpoint (those of them chosen with --clients)
 FAULT_CLIENTS = ("streampage", "handloop", "gather")
 #: of those, the ones also run fault-free in the same rounds, for "x own fault-free"
@@ -114,9 +138,9 @@ def log(message: str) -> None:
 
 
 def page_items(number: int) -> list[dict[str, Any]]:
-    """The 14 deterministic records of a page."""
+    """The 14 (PER_PAGE) deterministic records of a page; record ``id`` is ``number * 100 + i``."""
     items = []
-    for i in range(14):
+    for i in range(PER_PAGE):
         k = number * 100 + i
         items.append(
             {
@@ -358,8 +382,12 @@ class Servers:
     fast_pids: list[int] = field(default_factory=list)
     slow_pids: list[int] = field(default_factory=list)
     nginx_version: str = ""
+    #: the throwaway PostgreSQL cluster of the sinks section, when it runs
+    pg: PgCluster | None = None
 
     def stop(self) -> None:
+        if self.pg is not None:
+            self.pg.stop()
         for proc, stop_signal in self.procs:
             if proc.poll() is None:
                 proc.send_signal(stop_signal)
@@ -478,6 +506,189 @@ def start_servers(
     return servers
 
 
+# ---------------------------------------------------------------------- PostgreSQL
+
+#: every role may log in without a password, over the socket and over 127.0.0.1 only
+PG_HBA = """\
+local all all trust
+host all all 127.0.0.1/32 trust
+"""
+#: what the cluster runs with; fsync and synchronous_commit are PostgreSQL's defaults,
+#: written out because they are the point: every sink's commit is durable, so is this one's
+PG_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "max_connections": "20",
+}
+
+
+def pg_bindir(install: bool) -> Path | None:
+    """initdb/pg_ctl/psql: on PATH or Debian's /usr/lib/postgresql/N/bin; installed with
+    apt-get (Debian's ``postgresql``, as ``make test`` does) when missing and root."""
+
+    def find() -> Path | None:
+        found = shutil.which("pg_ctl")
+        if found and shutil.which("initdb"):
+            return Path(found).resolve().parent
+        candidates = list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if candidates:
+            newest = max(candidates, key=lambda p: int(p.parent.parent.name))
+            return newest.parent
+        return None
+
+    found = find()
+    apt = shutil.which("apt-get")
+    if found or not install or apt is None or os.geteuid() != 0:
+        return found
+    log("installing PostgreSQL (apt-get install postgresql) for the sinks section ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], check=False, env=env)
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+        check=False,
+        env=env,
+    )
+    return find()
+
+
+@dataclass
+class PgCluster:
+    """A throwaway PostgreSQL cluster in ``.work/pg``: initdb, ``pg_ctl start`` on 127.0.0.1
+    and a free port, ``pg_ctl stop`` and deleted at the end (tests/pg_server.py's recipe, with
+    fsync on). The server refuses to run as root: as root, its commands run as the
+    ``postgres`` OS user (``runuser``)."""
+
+    bindir: Path
+    base: Path
+    port: int
+    as_user: str | None
+    started: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        argv = [str(self.bindir / tool), *args]
+        return ["runuser", "-u", self.as_user, "--", *argv] if self.as_user else argv
+
+    def run(self, tool: str, *args: str, timeout: float = 120) -> str:
+        argv = self.command(tool, *args)
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.base,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=True,
+                start_new_session=True,  # Ctrl-C reaches us, not the server: stop() stops it
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            output = ""
+            if isinstance(exc, subprocess.CalledProcessError | subprocess.TimeoutExpired):
+                output = f"\n{exc.stdout or ''!s}\n{exc.stderr or ''!s}"
+            server_log = self.base / "server.log"
+            if server_log.exists():
+                output += f"\nserver log:\n{server_log.read_text(errors='replace')[-3000:]}"
+            raise SystemExit(f"PostgreSQL: `{' '.join(argv)}` failed: {exc}{output}") from None
+        return done.stdout
+
+    def psql(self, *sql: str) -> str:
+        """Run statements with psql over TCP, as the ``postgres`` role (trust)."""
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres"]
+        args += ["-v", "ON_ERROR_STOP=1", "-qAtX"]
+        for statement in sql:
+            args += ["-c", statement]
+        return self.run("psql", *args)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the cluster so far: the postmaster's, its live children's (backends,
+        WAL writer, checkpointer...) and its children's that exited (``cutime``/``cstime``):
+        a run's backend ends with its connection, and its time moves to the postmaster's."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total / ticks + cpu_seconds(_children(pid))
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            with contextlib.suppress(SystemExit):
+                self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_postgres(servers: Servers, install: bool) -> PgCluster | None:
+    """Start the cluster for the sinks section (None: no PostgreSQL here, and none installable).
+    It inherits this process's CPU (0, with nginx): the client keeps CPU 1 to itself."""
+    bindir = pg_bindir(install)
+    if bindir is None:
+        return None
+    as_user = "postgres" if os.geteuid() == 0 else None
+    base = PG_DIR
+    old_pid = base / "data" / "postmaster.pid"
+    if old_pid.exists():  # a run killed before its cleanup: stop its server first
+        stale = PgCluster(bindir, base, 0, as_user, started=True)
+        stale.stop()
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    if as_user:
+        try:
+            shutil.chown(base, user=as_user, group=None)
+        except LookupError:
+            raise SystemExit(
+                "cannot start PostgreSQL as root without the `postgres` OS user (Debian's "
+                "postgresql package creates it); or leave postgres out of --sinks"
+            ) from None
+    pg = PgCluster(bindir, base, free_port(), as_user)
+    servers.pg = pg  # from here on, servers.stop() stops it and removes .work/pg
+    # --no-sync: initdb's own final fsync of the new cluster; the server's fsync stays on
+    pg.run("initdb", "-D", str(pg.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+           "--no-locale", "--no-sync")  # fmt: skip
+    (pg.data / "pg_hba.conf").write_text(PG_HBA)
+    options = f"-h 127.0.0.1 -p {pg.port} -k {base} " + " ".join(
+        f"-c {k}={v}" for k, v in PG_SETTINGS.items()
+    )
+    pg.started = True  # stop it even if pg_ctl gives up waiting
+    pg.run("pg_ctl", "-D", str(pg.data), "-l", str(base / "server.log"), "-w", "-t", "60",
+           "-o", options, "start")  # fmt: skip
+    names = ("server_version", "fsync", "synchronous_commit", "full_page_writes",
+             "wal_sync_method", "shared_buffers")  # fmt: skip
+    values = (
+        pg.psql("SELECT " + ", ".join(f"current_setting('{n}')" for n in names)).strip().split("|")
+    )
+    pg.settings = dict(zip(names, values, strict=True))
+    if pg.settings["fsync"] != "on" or pg.settings["synchronous_commit"] != "on":
+        raise SystemExit(f"PostgreSQL did not take fsync=on, synchronous_commit=on: {pg.settings}")
+    return pg
+
+
+def fs_type(path: Path) -> str:
+    """The file system ``path`` is on (from /proc/mounts): fsync costs depend on it."""
+    best, kind = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            mount = parts[1] if len(parts) >= 3 else ""
+            inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
+            if mount and inside and len(mount) > len(best):
+                best, kind = mount, f"{parts[2]} ({parts[0]} on {mount})"
+    return kind
+
+
 def server_problems() -> list[str]:
     """nginx's error-log lines of this run (a failing server would make the numbers lie)."""
     try:
@@ -506,7 +717,7 @@ def cpu_seconds(pids: list[int]) -> float:
 class Scenario:
     key: str
     title: str
-    kind: str  # "throughput", "latency", "faults" or "sources"
+    kind: str  # "throughput", "latency", "faults", "sources" or "sinks"
     pages: int
     concurrency: int
     slow: bool
@@ -518,6 +729,8 @@ class Scenario:
     rounds: int = 3
     #: cursor sources the pages are spread over, ``pages // sources`` each (sources only)
     sources: int = 0
+    #: records per commit, ``into(sink, batch=...)`` (sinks only)
+    batch: int = 0
 
     @property
     def run_keys(self) -> tuple[str, ...]:
@@ -535,10 +748,13 @@ def run_client(
     src: Path,
     retry_backoff: float | None = None,
     sources: int = 0,
+    extra: tuple[str, ...] = (),
+    pg: PgCluster | None = None,
 ) -> dict[str, Any]:
-    """One run of one client in a fresh interpreter; its JSON report plus the server's CPU."""
+    """One run of one client in a fresh interpreter; its JSON report plus the server's CPU
+    (and the PostgreSQL cluster's, when ``pg`` is given)."""
     cmd = [sys.executable, str(CLIENTS_PY), client, "--url", url, "--pages", str(pages)]
-    cmd += ["--concurrency", str(concurrency)]
+    cmd += ["--concurrency", str(concurrency), *extra]
     if sources:
         cmd += ["--sources", str(sources)]
     if retry_backoff is not None and client.startswith("streampage"):
@@ -546,6 +762,7 @@ def run_client(
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     server_before = cpu_seconds(server_pids)
+    pg_before = pg.cpu_seconds() if pg is not None else 0.0
     try:
         done = subprocess.run(
             cmd,
@@ -558,6 +775,7 @@ def run_client(
     except subprocess.TimeoutExpired:
         return {"client": client, "failed": "timed out", "pages_expected": pages}
     server_cpu = cpu_seconds(server_pids) - server_before
+    pg_cpu = pg.cpu_seconds() - pg_before if pg is not None else None
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-5:]
         return {"client": client, "failed": " | ".join(tail), "pages_expected": pages}
@@ -566,14 +784,144 @@ def run_client(
     if measured is not None and not Path(measured).is_relative_to(src):
         raise SystemExit(f"{client} imported streampage from {measured}, not the snapshot {src}")
     report["server_cpu_s"] = server_cpu
+    report["pg_cpu_s"] = pg_cpu
     return report
+
+
+# ---------------------------------------------------------------------- sink runs
+
+
+@dataclass
+class SinkTarget:
+    """A fresh target for one sink run: a new directory (files), or a new schema (PostgreSQL:
+    a new table, and a new checkpoints table, so no run finds another's checkpoint)."""
+
+    kind: str  # clients.py's sink kind: "jsonl", ..., or "" for no sink
+    target: str = ""
+    table: str = "items"
+    folder: Path | None = None
+    schema: str = ""
+
+    @property
+    def client_args(self) -> tuple[str, ...]:
+        return ("--target", self.target, "--table", self.table) if self.kind else ()
+
+
+FILE_NAMES = {
+    "jsonl": "items.jsonl",
+    "jsonl-gz": "items.jsonl.gz",
+    "sqlite": "items.db",
+    "parquet": "items.parquet",
+}
+
+
+def new_target(client: str, serial: int, pg: PgCluster | None) -> SinkTarget:
+    """Make a fresh, empty target for run number ``serial``; then flush the page cache, so
+    that no earlier run's dirty pages are written out during this one's fsyncs."""
+    kind = client.removeprefix("sink-")
+    if client == SINK_REFERENCE:
+        t = SinkTarget("")
+    elif kind == "postgres":
+        if pg is None:
+            raise SystemExit("the PostgreSQL sink needs the cluster, which did not start")
+        schema = f"bench_run_{serial}"
+        # CHECKPOINT: the last run's dirty buffers are written now, not during this run
+        pg.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}", "CHECKPOINT")
+        t = SinkTarget(kind, target=pg.dsn, table=f"{schema}.items", schema=schema)
+    else:
+        folder = SINKS_DIR / f"run-{serial:04d}-{kind}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        t = SinkTarget(kind, target=str(folder / FILE_NAMES[kind]), folder=folder)
+    os.sync()
+    return t
+
+
+def verify_target(t: SinkTarget, pages: int) -> dict[str, Any]:
+    """Count the records in the target from a fresh process (clients.py verify): the rows it
+    holds, the expected records it lacks (lost), and rows that are not one of them (extra)."""
+    cmd = [sys.executable, str(CLIENTS_PY), "verify", t.kind, "--target", t.target]
+    cmd += ["--table", t.table, "--pages", str(pages)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"rows": 0, "lost": pages * PER_PAGE, "extra": 0, "error": tail}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def drop_target(t: SinkTarget, pg: PgCluster | None) -> None:
+    if t.folder is not None:
+        shutil.rmtree(t.folder, ignore_errors=True)
+    if t.schema and pg is not None:
+        pg.psql(f"DROP SCHEMA IF EXISTS {t.schema} CASCADE")
+
+
+def run_sink_client(
+    client: str,
+    url: str,
+    s: Scenario,
+    cpu: int | None,
+    server_pids: list[int],
+    src: Path,
+    pg: PgCluster | None,
+    serial: int,
+) -> dict[str, Any]:
+    """One sink run on a fresh target, then its records counted in the target and the target
+    removed. ``records_lost``/``records_extra``: expected records missing from it, and rows
+    not expected (duplicates); with no sink, the records the ``async for`` counted."""
+    t = new_target(client, serial, pg)
+    try:
+        report = run_client(
+            client,
+            url,
+            s.pages,
+            s.concurrency,
+            cpu,
+            server_pids,
+            src,
+            extra=(*t.client_args, "--batch", str(s.batch)),
+            pg=pg if client == "sink-postgres" else None,
+        )
+        expected = s.pages * PER_PAGE
+        if t.kind:
+            found = verify_target(t, s.pages)
+            report["verify"] = found
+            report["records_in_target"] = found["rows"]
+            report["records_lost"] = found["lost"]
+            report["records_extra"] = found["extra"]
+        else:
+            counted = report.get("records") or 0
+            report["records_in_target"] = counted
+            report["records_lost"] = max(0, expected - counted)
+            report["records_extra"] = max(0, counted - expected)
+    finally:
+        drop_target(t, pg)
+    return report
+
+
+def check_page_records() -> None:
+    """The sink clients take each page's records at RECORDS_PATH: the page files must have
+    them there, a list of PER_PAGE records with ids."""
+    doc = json.loads((PAGES_DIR / "1.json").read_bytes())
+    items = doc.get(RECORDS_PATH) if isinstance(doc, dict) else None
+    if not (
+        isinstance(items, list)
+        and len(items) == PER_PAGE
+        and all(isinstance(r, dict) and "id" in r for r in items)
+    ):
+        raise SystemExit(
+            f"preflight: {PAGES_DIR / '1.json'} has no {RECORDS_PATH!r} list of {PER_PAGE} "
+            f"records with an id: the sink clients' extraction path does not fit the pages"
+        )
 
 
 def preflight(scenarios: list[Scenario], servers: Servers, cpu: int | None, src: Path) -> None:
     """Run every client once on a few pages (which also warms the server): fail in seconds,
     not after minutes, when a client or the code under test is broken."""
     clients = sorted(
-        {c for s in scenarios if s.kind != "sources" for c in s.clients}, key=ALL_CLIENTS.index
+        {c for s in scenarios if s.kind not in ("sources", "sinks") for c in s.clients},
+        key=ALL_CLIENTS.index,
     )
     checks = [(c, servers.fast_url) for c in clients]
     if any(s.kind == "latency" for s in scenarios):
@@ -605,6 +953,23 @@ def preflight(scenarios: list[Scenario], servers: Servers, cpu: int | None, src:
                     f"{report['first_error']}"
                 )
                 raise SystemExit(f"preflight: {client} against {url} failed: {detail}")
+    for s in scenarios:
+        if s.kind != "sinks":
+            continue
+        # every sink once, on 100 pages: into a fresh target, then counted in it
+        check_page_records()
+        small = Scenario(**{**s.__dict__, "pages": 100, "rounds": 1})
+        for serial, client in enumerate(s.clients, start=9000):
+            report = run_sink_client(
+                client, servers.fast_url, small, cpu, [], src, servers.pg, serial
+            )
+            if "failed" in report or report["lost"] or report["records_lost"] or report["errors"]:
+                detail = report.get("failed") or (
+                    f"{report['records_lost']} of {100 * PER_PAGE} records lost, "
+                    f"{report.get('errors')} errors: {report.get('first_error')} "
+                    f"{report.get('verify', {}).get('error', '')}"
+                )
+                raise SystemExit(f"preflight: {client} failed: {detail}")
 
 
 def rotated(items: tuple[str, ...], by: int) -> list[str]:
@@ -648,12 +1013,27 @@ def fmt_progress(s: Scenario, rnd: int, rounds: int, r: dict[str, Any]) -> str:
     ttfp = r["ttfp_ms"]
     return (
         f"{head} {pps:8.0f} pages/s  cpu {r['cpu_s'] / max(r['pages'], 1) * 1e6:6.1f} µs/page  "
-        f"ttfp {ttfp if ttfp is not None else float('nan'):7.1f} ms  "
-        f"rss {r['peak_rss_mb']:6.1f} MB  lost {r['lost']}  "
+        + (
+            ""
+            if s.kind == "sinks"
+            else f"ttfp {ttfp if ttfp is not None else float('nan'):7.1f} ms  "
+        )
+        + f"rss {r['peak_rss_mb']:6.1f} MB  lost {r['lost']}  "
         f"server {r['server_cpu_s'] / r['wall_s'] * 100 if r['wall_s'] else 0:3.0f}%"
         + (f"  retries {r['retries']}" if r.get("retries") else "")
         + (f"  wall {r['wall_s']:.3f} s" if s.kind == "sources" else "")
         + (f"  errors {r['errors']}" if r.get("errors") and s.kind == "sources" else "")
+        + (
+            f"  records {r.get('records') or 0:,} in target {r['records_in_target']:,} "
+            f"lost {r['records_lost']:,} extra {r['records_extra']:,}"
+            if s.kind == "sinks"
+            else ""
+        )
+        + (
+            f"  pg {r['pg_cpu_s'] / r['wall_s'] * 100:3.0f}%"
+            if r.get("pg_cpu_s") is not None and r["wall_s"]
+            else ""
+        )
     )
 
 
@@ -795,6 +1175,92 @@ def render_sources_table(s: Scenario, stats: dict[str, dict[str, Any]], latency_
             f"| {floor / wall * 100:.0f}% | {st['pages_per_s']:,.0f} "
             f"| {st['cpu_us_per_page']:.0f} | {_num(st['ttfp_ms'])} | {st['peak_rss_mb']:.1f} "
             f"| {st['lost_max']:,} | {st['server_cpu_pct']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def prepare_sinks(
+    scenarios: list[Scenario], servers: Servers, args: argparse.Namespace
+) -> tuple[list[Scenario], list[str]]:
+    """Start PostgreSQL when the sinks section has its client; without a cluster (no
+    PostgreSQL here, none installable), leave that client out and say so."""
+    out, warnings = [], []
+    for s in scenarios:
+        if s.kind == "sinks" and "sink-postgres" in s.clients:
+            log("starting a throwaway PostgreSQL cluster (fsync on) for the sinks section ...")
+            if start_postgres(servers, install=not args.no_install) is None:
+                warnings.append(
+                    "**WARNING**: no PostgreSQL server binaries (initdb, pg_ctl) here, and "
+                    "none could be installed (apt-get install postgresql, as root): the "
+                    "PostgreSQL sink was not measured."
+                )
+                s = replace(s, clients=tuple(c for c in s.clients if c != "sink-postgres"))
+            else:
+                assert servers.pg is not None
+                log(f"PostgreSQL {servers.pg.settings.get('server_version')} at {servers.pg.dsn}")
+        out.append(s)
+    return out, warnings
+
+
+def summarise_sink(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the sinks table adds to summarise(): records/s, and records lost/extra."""
+    ok = [r for r in runs if "failed" not in r and r.get("wall_s")]
+    out: dict[str, Any] = {
+        # a failed run counts whatever its target lacks; a run with no report, everything
+        "records_lost_max": max((r.get("records_lost", 0) for r in runs), default=0),
+        "records_extra_max": max((r.get("records_extra", 0) for r in runs), default=0),
+        "records_in_target_min": min((r.get("records_in_target", 0) for r in runs), default=0),
+    }
+    if ok:
+        out["records_per_s"] = statistics.median((r.get("records") or 0) / r["wall_s"] for r in ok)
+        pg = [r["pg_cpu_s"] / r["wall_s"] * 100 for r in ok if r.get("pg_cpu_s") is not None]
+        out["pg_cpu_pct"] = statistics.median(pg) if pg else None
+    return out
+
+
+def paired_pps_ratios(runs: list[dict[str, Any]], key: str, ref: str) -> list[float]:
+    """Per round, pages/s of ``key`` over pages/s of ``ref`` in the same round."""
+    pps = {
+        (r["run"], r["round"]): r["pages"] / r["wall_s"]
+        for r in runs
+        if "failed" not in r and r.get("wall_s")
+    }
+    rounds = sorted({rnd for run, rnd in pps if run == key})
+    return [pps[(key, rnd)] / pps[(ref, rnd)] for rnd in rounds if (ref, rnd) in pps]
+
+
+def render_sinks_table(s: Scenario, stats: dict[str, dict[str, Any]]) -> str:
+    """Pages/s and records/s into each sink, over the no-sink stream's; CPU; RSS; records."""
+    ref = stats.get(SINK_REFERENCE, {}).get("pages_per_s")
+    expected = s.pages * PER_PAGE
+    lines = [
+        f"### {s.title}",
+        "",
+        "| sink | pages/s | spread | x no sink | records/s | CPU µs/page | peak RSS MB "
+        "| RSS growth MB | records in target (fewest) | records lost (worst round) "
+        "| extra rows | server CPU | PostgreSQL CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for client in s.clients:
+        st = stats.get(client, {})
+        if "pages_per_s" not in st:
+            lines.append(
+                f"| {LABELS[client]} | failed ({st.get('failed_runs', '?')} runs) |" + " |" * 11
+            )
+            continue
+        pps = st["pages_per_s"]
+        spread = (st["pages_per_s_max"] - st["pages_per_s_min"]) / pps * 100
+        in_target = f"{st['records_in_target_min']:,}"
+        if client == SINK_REFERENCE:
+            in_target += " (counted)"
+        pg = st.get("pg_cpu_pct")
+        lines.append(
+            f"| {LABELS[client]} | {pps:,.0f} | ±{spread / 2:.0f}% "
+            f"| {_num(pps / ref if ref else None, 2)}{'x' if ref else ''} "
+            f"| {st['records_per_s']:,.0f} | {st['cpu_us_per_page']:.0f} "
+            f"| {st['peak_rss_mb']:.1f} | {st['rss_growth_mb']:.1f} | {in_target} / {expected:,} "
+            f"| {st['records_lost_max']:,} | {st['records_extra_max']:,} "
+            f"| {st['server_cpu_pct']:.0f}% | {'—' if pg is None else f'{pg:.0f}%'} |"
         )
     return "\n".join(lines)
 
@@ -942,6 +1408,53 @@ def evaluate_targets(
                 f"{gathered['lost_median']:,.0f} (worst {gathered['lost_max']:,})",
                 None,
             )
+    for s in scenarios:
+        if s.kind != "sinks":
+            continue
+        stats = summary.get(s.key, {})
+        expected = s.pages * PER_PAGE
+        where = f"{s.pages:,} pages, {s.rounds} round{'s' if s.rounds != 1 else ''}"
+        for client in s.clients:
+            st = stats.get(client, {})
+            what = (
+                "records counted by the `async for`"
+                if client == SINK_REFERENCE
+                else "records in the target, counted after the run"
+            )
+            failed = st.get("failed_runs", s.rounds)
+            lost, extra = st.get("records_lost_max", expected), st.get("records_extra_max", 0)
+            add(
+                f"{LABELS[client]}: records lost = 0, none twice ({what}; {where})",
+                f"{lost:,} lost, {extra:,} extra of {expected:,} (worst round)"
+                + (f"; {failed} runs failed" if failed else ""),
+                lost == 0 and extra == 0 and not failed,
+            )
+        ref = stats.get(SINK_REFERENCE, {}).get("pages_per_s")
+        for client in s.clients:
+            st = stats.get(client, {})
+            if client == SINK_REFERENCE or not ref or not st.get("pages_per_s"):
+                continue
+            by_round = st.get("x_no_sink_by_round") or []
+            paired = (
+                f"; paired by round: median {statistics.median(by_round):.2f}x, "
+                f"{min(by_round):.2f}-{max(by_round):.2f}x"
+                if by_round
+                else ""
+            )
+            add(
+                f"(context) pages/s into {LABELS[client]} ÷ no sink ({where}; the issue sets "
+                "no threshold)",
+                f"{st['pages_per_s'] / ref:.2f}x (medians {st['pages_per_s']:,.0f} / "
+                f"{ref:,.0f}{paired})",
+                None,
+            )
+        pg = stats.get("sink-postgres", {})
+        if pg.get("records_per_s"):
+            add(
+                f"(context) rows/s into PostgreSQL (COPY, batch {s.batch:,}, fsync on; {where})",
+                f"{pg['records_per_s']:,.0f} rows/s ({pg['pages_per_s']:,.0f} pages/s)",
+                None,
+            )
     # What the issue says to expect of the baselines on this kind of machine (not targets).
     for s in throughput:
         ref = pps(s.key, REFERENCE)
@@ -993,8 +1506,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help="which scenarios to run, of throughput,latency,faults,sources (default: all; e.g. "
-        "--sections faults runs only the flaky-server scenario)",
+        help="which scenarios to run, of throughput,latency,faults,sources,sinks (default: "
+        "all; e.g. --sections faults runs only the flaky-server scenario)",
     )
     parser.add_argument(
         "--source-count",
@@ -1009,6 +1522,24 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="rounds of the sources scenario (default 5, --quick 1; its ratio is of two "
         "close wall times)",
+    )
+    parser.add_argument(
+        "--sinks",
+        default=",".join(SINKS),
+        help=f"sinks section: which sinks, of {','.join(SINKS)} (default: all; none, the "
+        "no-sink stream, is always run: it is the reference)",
+    )
+    parser.add_argument(
+        "--sink-pages", type=int, help="sinks section: pages per run (default 10000, --quick 1000)"
+    )
+    parser.add_argument(
+        "--sink-rounds", type=int, help="rounds of the sinks section (default 3, --quick 1)"
+    )
+    parser.add_argument(
+        "--sink-batch",
+        type=int,
+        default=1000,
+        help="sinks section: records per commit, into(sink, batch=N) (default 1000)",
     )
     parser.add_argument(
         "--no-faults", action="store_true", help="skip the flaky-server scenario (faults)"
@@ -1057,9 +1588,9 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     # --quick changes the defaults only: explicit options still win
     if args.quick:
-        defaults: tuple[Any, ...] = ("500,2000", 1, 1000, 2000, 1, 50, 1)
+        defaults: tuple[Any, ...] = ("500,2000", 1, 1000, 2000, 1, 50, 1, 1000, 1)
     else:
-        defaults = ("1000,10000,100000", 3, 10000, 10000, 5, 200, 5)
+        defaults = ("1000,10000,100000", 3, 10000, 10000, 5, 200, 5, 10000, 3)
     names = (
         "sizes",
         "rounds",
@@ -1068,6 +1599,8 @@ def parse_args() -> argparse.Namespace:
         "fault_rounds",
         "source_count",
         "source_rounds",
+        "sink_pages",
+        "sink_rounds",
     )
     for name, value in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
@@ -1084,6 +1617,13 @@ def parse_args() -> argparse.Namespace:
         parser.error("--fault-rate is a percentage, 0-100")
     if args.source_count < 1 or args.source_pages < 1:
         parser.error("--source-count and --source-pages must be at least 1")
+    sinks = [x for x in args.sinks.split(",") if x]
+    unknown = set(sinks) - set(SINKS)
+    if unknown:
+        parser.error(f"--sinks: unknown {sorted(unknown)}; choose from {list(SINKS)}")
+    args.sinks = ",".join(x for x in SINKS if x in sinks or x == "none")
+    if args.sink_pages < 1 or args.sink_rounds < 1 or args.sink_batch < 1:
+        parser.error("--sink-pages, --sink-rounds and --sink-batch must be at least 1")
     args.sections = ",".join(x for x in SECTIONS if x in sections)
     if args.out is None:
         if args.quick:
@@ -1177,6 +1717,24 @@ def build_scenarios(args: argparse.Namespace, clients: list[str]) -> list[Scenar
                 sources=args.source_count,
             )
         )
+    if "sinks" in sections:
+        scenarios.append(
+            Scenario(
+                key="sinks",
+                title=(
+                    f"Sinks: {args.sink_pages:,} pages of ~2 KB ({PER_PAGE} records each, "
+                    f"{args.sink_pages * PER_PAGE:,} records), concurrency {args.concurrency}, "
+                    f"no delay; .records({RECORDS_PATH!r}).into(sink, batch={args.sink_batch:,})"
+                ),
+                kind="sinks",
+                pages=args.sink_pages,
+                concurrency=args.concurrency,
+                slow=False,
+                clients=tuple(SINKS[x] for x in args.sinks.split(",")),
+                rounds=args.sink_rounds,
+                batch=args.sink_batch,
+            )
+        )
     return scenarios
 
 
@@ -1188,7 +1746,9 @@ def machine_info(servers: Servers, pin: bool) -> dict[str, Any]:
                 cpu_model = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for dist in ("streampage", "aiohttp", "msgspec", "uvloop", "anyio", "requests", "yarl"):
+    dists = ["streampage", "aiohttp", "msgspec", "uvloop", "anyio", "requests", "yarl"]
+    dists += ["asyncpg", "pyarrow"]  # the sinks section's
+    for dist in dists:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return {
@@ -1272,15 +1832,35 @@ def main() -> None:
         return
     all_runs: list[dict[str, Any]] = []
     summary: dict[str, dict[str, dict[str, Any]]] = {}
+    sink_warnings: list[str] = []
     with running(servers):
         log(f"nginx on {servers.fast_url}; delayed endpoint: {servers.slow_kind}")
+        scenarios, sink_warnings = prepare_sinks(scenarios, servers, args)
         preflight(scenarios, servers, client_cpu, src)
+        serial = 0
         for s in scenarios:
             pids = servers.slow_pids if s.slow else servers.fast_pids
             runs: dict[str, list[dict[str, Any]]] = {key: [] for key in s.run_keys}
             for rnd in range(s.rounds):
                 for key in round_order(s, rnd):
                     client = key.partition("@")[0]
+                    if s.kind == "sinks":
+                        serial += 1
+                        report = run_sink_client(
+                            client,
+                            servers.fast_url,
+                            s,
+                            client_cpu,
+                            pids,
+                            src,
+                            servers.pg,
+                            serial,
+                        )
+                        report.update(scenario=s.key, round=rnd, run=key, url=servers.fast_url)
+                        runs[key].append(report)
+                        all_runs.append(report)
+                        log(fmt_progress(s, rnd, s.rounds, report))
+                        continue
                     if s.kind == "sources":
                         url = servers.slow_cursor_url
                     elif s.slow:
@@ -1315,6 +1895,12 @@ def main() -> None:
                     SOURCES_REFERENCE,
                 )
                 summary[s.key]["sources-streampage"]["x_hand_wall_by_round"] = ratios
+            if s.kind == "sinks":
+                for key in s.clients:
+                    summary[s.key][key].update(summarise_sink(runs[key]))
+                    summary[s.key][key]["x_no_sink_by_round"] = paired_pps_ratios(
+                        runs[key] + runs[SINK_REFERENCE], key, SINK_REFERENCE
+                    )
     targets = evaluate_targets(scenarios, summary)
     problems = server_problems()
     # Pages the non-retrying clients lose to the flaky server are the point of that scenario,
@@ -1327,8 +1913,16 @@ def main() -> None:
     ) + sum("failed" in r for r in all_runs)
     # a source that delivered a page twice is an error even when no page is missing
     lost += sum(r.get("errors", 0) for r in all_runs if r["scenario"] == "sources")
+    # records missing from a sink's target, or in it twice
+    lost += sum(
+        r.get("records_lost", 0) + r.get("records_extra", 0) + r.get("errors", 0)
+        for r in all_runs
+        if r["scenario"] == "sinks"
+    )
     info = machine_info(servers, pin)
     info["streampage_source"] = source
+    if servers.pg is not None:
+        info["postgres"] = servers.pg.settings
     rounds = " or ".join(str(n) for n in sorted({s.rounds for s in scenarios}))
     notes = [
         f"Medians of {rounds} interleaved rounds (client order rotated each round); each run "
@@ -1351,7 +1945,8 @@ def main() -> None:
     if problems or lost:
         notes.insert(
             0,
-            f"**WARNING**: {lost} pages lost or runs failed; nginx logged {len(problems)} "
+            f"**WARNING**: {lost} pages (or sink records) lost or runs failed; nginx logged "
+            f"{len(problems)} "
             f"errors (first: {problems[0] if problems else 'none'}). The numbers are suspect.",
         )
     else:
@@ -1385,6 +1980,41 @@ def main() -> None:
             f"pages x latency / concurrency = {wall_floor(many, args.latency_ms):.2f} s. "
             "Pages lost counts each source's missing pages, worst round."
         )
+    sinks = next((s for s in scenarios if s.kind == "sinks"), None)
+    if sinks is not None:
+        notes += sink_warnings
+        notes.append(
+            f"Sinks: pages 1..{sinks.pages:,} from /items (nginx), concurrency "
+            f"{sinks.concurrency}, records at {RECORDS_PATH!r} ({PER_PAGE} a page), each run a "
+            "fresh process (streampage.run, asyncio's loop) writing to a fresh target: a new "
+            f"directory under {SINKS_DIR.relative_to(HERE.parent)} on {fs_type(WORK)}, or a new "
+            "schema (table and checkpoints table) in PostgreSQL; the page cache is flushed "
+            "(sync) before each run. The timed span runs from before the stream exists to "
+            "after into() returns: the sink's open, every batch and commit (with its "
+            "checkpoint), and its close (Parquet merges its parts there). x no sink: median "
+            "pages/s over the median of the no-sink stream (the same .records() extraction, "
+            "drained by a plain async for that counts records). Records in target: counted "
+            "after each run by another fresh process reading the target back (JSON Lines "
+            "lines, SQLite and PostgreSQL rows, Parquet rows); lost = expected records it "
+            "lacks, extra = rows beyond them (duplicates). CPU µs/page is the client "
+            "process's (sink threads included); PostgreSQL CPU: the cluster's processes, "
+            "over the client's wall time."
+        )
+        if servers.pg is not None:
+            st = servers.pg.settings
+            notes.append(
+                f"PostgreSQL {st.get('server_version')}: a throwaway cluster started for this "
+                f"section (initdb in {PG_DIR.relative_to(HERE.parent)}"
+                + (", pinned with nginx to CPU 0" if pin else "")
+                + "), reached over TCP at 127.0.0.1 (as a database is from an application). "
+                f"fsync={st.get('fsync')}, synchronous_commit={st.get('synchronous_commit')}, "
+                f"full_page_writes={st.get('full_page_writes')}, wal_sync_method="
+                f"{st.get('wal_sync_method')}, shared_buffers={st.get('shared_buffers')}: "
+                "PostgreSQL's defaults, because the sinks promise durable commits (JSON Lines "
+                "and Parquet fsync each commit, SQLite runs synchronous=FULL), and a "
+                "PostgreSQL sink without fsync would not keep that promise, nor be comparable. "
+                "CHECKPOINT before each run, so none lands in another run's span."
+            )
     if any("threads" in s.clients for s in scenarios):
         notes.append(
             f"threads + requests is skipped above {args.threads_max_pages:,} pages "
@@ -1400,6 +2030,8 @@ def main() -> None:
                 if s.kind == "faults"
                 else render_sources_table(s, summary[s.key], args.latency_ms)
                 if s.kind == "sources"
+                else render_sinks_table(s, summary[s.key])
+                if s.kind == "sinks"
                 else render_table(s, summary[s.key])
                 for s in scenarios
             ),

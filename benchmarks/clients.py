@@ -5,7 +5,8 @@ belong to one client and one run only. Each client imports only what it uses, fo
 reason. Usage::
 
     python benchmarks/clients.py CLIENT --url URL --pages N [--concurrency C] [--cpu K]
-        [--retry-backoff SECONDS] [--sources S]
+        [--retry-backoff SECONDS] [--sources S] [--target T --table X --batch B]
+    python benchmarks/clients.py verify KIND --target T [--table X] --pages N
 
 Clients (``--client``):
 
@@ -31,6 +32,19 @@ Many sources (``--sources S``: pages 1..N are S cursor walks of N/S pages each, 
 
 Both count the pages of each source; a source that delivered more or fewer than N/S pages is
 reported as an error (and missing pages as lost).
+
+Sinks (``--target T``; pages 1..N, each with its records under ``"items"``):
+
+- ``sink-none``: the baseline, ``streampage.stream(...).records("items")`` drained by a plain
+  ``async for`` that counts the records (the same extraction as ``.into()``, no sink).
+- ``sink-jsonl``, ``sink-jsonl-gz``, ``sink-sqlite``, ``sink-postgres``, ``sink-parquet``:
+  ``stream(...).records("items").into(sink, batch=B)`` (``--batch``, default 1000) into
+  ``JSONLines(T)``, ``JSONLines(T, gzip=True)``, ``SQLite(T)``, ``Postgres(T, table=TABLE)``
+  (``--table``) and ``Parquet(T)``. The target must be fresh: a new file, a new table.
+
+``python clients.py verify KIND --target T [--table TABLE] --pages N`` then reads the target
+back in another fresh process and reports how many of the N x 14 expected records it holds
+(``lost``) and how many rows are not one of them, or a second copy (``extra``).
 
 Only streampage retries. The hand-written loop and the gather pattern count a failed page
 (HTTP error or exception) and go on, as they are usually written, so against the flaky
@@ -68,6 +82,7 @@ class Meter:
         self.retries = 0
         self.requests: int | None = None  # responses received, where the client counts them
         self.lost: int | None = None  # many sources: pages missing, summed source by source
+        self.records: int | None = None  # sinks: records extracted (and, with a sink, committed)
 
     def start(self) -> None:
         self.c0 = process_time()
@@ -264,6 +279,161 @@ async def sources_handloop_client(
     check_sources(counts, per_source, meter)
 
 
+# ---------------------------------------------------------------------- sinks
+
+#: the sink clients, and the sink each writes to (None: the no-sink baseline)
+SINK_CLIENTS = {
+    "sink-none": None,
+    "sink-jsonl": "jsonl",
+    "sink-jsonl-gz": "jsonl-gz",
+    "sink-sqlite": "sqlite",
+    "sink-postgres": "postgres",
+    "sink-parquet": "parquet",
+}
+#: where the records are in each page (bench.py checks that the page files have it)
+RECORDS_PATH = "items"
+#: records per page, as bench.py writes them; record ``id`` is ``page * 100 + i``
+PER_PAGE = 14
+
+
+def make_sink(kind: str | None, target: str, table: str) -> Any:
+    """The sink of a sink client (its module imported before the baseline RSS)."""
+    from streampage import sinks
+
+    if kind is None:
+        return None
+    if kind == "jsonl":
+        return sinks.JSONLines(target, gzip=False)
+    if kind == "jsonl-gz":
+        return sinks.JSONLines(target, gzip=True)
+    if kind == "sqlite":
+        return sinks.SQLite(target, table=table)
+    if kind == "postgres":
+        return sinks.Postgres(target, table=table)
+    if kind == "parquet":
+        return sinks.Parquet(target)
+    raise ValueError(kind)
+
+
+def import_sink(kind: str | None) -> None:
+    """Import what the sink needs, so that RSS after imports (and the timed span) leaves it out."""
+    import importlib
+
+    needs = {
+        "sqlite": ["sqlite3"],
+        "postgres": ["asyncpg", "streampage.sinks.postgres"],
+        "parquet": ["pyarrow", "pyarrow.parquet", "streampage.sinks.parquet"],
+    }
+    for module in ["streampage.sinks", *needs.get(kind or "", [])]:
+        importlib.import_module(module)
+
+
+async def sink_client(
+    kind: str | None,
+    url: str,
+    n: int,
+    concurrency: int,
+    target: str,
+    table: str,
+    batch: int,
+    meter: Meter,
+) -> None:
+    """pages 1..n, records by path, into a sink (or counted by a plain async for, no sink).
+
+    The timed span covers everything a user waits for: the sink's open (connect, create the
+    table), every batch and commit, and its close (Parquet merges its parts there)."""
+    import streampage
+
+    sink = make_sink(kind, target, table)
+    pages = streampage.PageNumber(start=1, stop=n)
+    meter.start()
+    stream = streampage.stream(url, pages=pages, concurrency=concurrency, retry=True)
+    records = stream.records(RECORDS_PATH)
+    counted = 0
+    try:
+        if sink is None:
+            async with records:
+                async for _record in records:
+                    counted += 1
+        else:
+            await records.into(sink, batch=batch)
+    except streampage.StreamPageError as exc:  # SinkError too: the rest counts as lost
+        meter.error(exc)
+    meter.stop()
+    stats = stream.stats
+    # pages delivered without a sink; pages whose records a commit made durable with one
+    meter.pages = stats.pages if sink is None else stats.committed_pages
+    meter.records = counted if sink is None else stats.records
+    meter.retries = stats.total_retries
+    meter.requests = stats.requests
+
+
+def expected_ids(n: int) -> set[int]:
+    return {page * 100 + i for page in range(1, n + 1) for i in range(PER_PAGE)}
+
+
+def read_ids(kind: str, target: str, table: str) -> list[int]:
+    """The ``id`` of every row the target holds, read back as a user would."""
+    if kind in ("jsonl", "jsonl-gz"):
+        import gzip
+
+        import msgspec
+
+        with open(target, "rb") as f:
+            data = f.read()
+        if kind == "jsonl-gz":
+            data = gzip.decompress(data)  # every commit ends a gzip member: all of them
+        return [msgspec.json.decode(line)["id"] for line in data.splitlines() if line]
+    if kind == "sqlite":
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+        try:
+            query = f"SELECT json_extract(data, '$.id') FROM {table}"
+            return [row[0] for row in db.execute(query)]
+        finally:
+            db.close()
+    if kind == "postgres":
+        import asyncio
+
+        import asyncpg
+
+        async def fetch() -> list[int]:
+            conn = await asyncpg.connect(target)
+            try:
+                rows = await conn.fetch(f"SELECT (data->>'id')::bigint FROM {table}")
+                return [row[0] for row in rows]
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(target, columns=["id"]).column("id").to_pylist()  # type: ignore[no-any-return]
+    raise ValueError(kind)
+
+
+def verify_main(argv: list[str]) -> None:
+    """``verify KIND --target T [--table X] --pages N``: count the records in a sink's target."""
+    parser = argparse.ArgumentParser(prog="clients.py verify")
+    parser.add_argument("kind", choices=[k for k in SINK_CLIENTS.values() if k])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--table", default="items")
+    parser.add_argument("--pages", type=int, required=True)
+    args = parser.parse_args(argv)
+    want = expected_ids(args.pages)
+    try:
+        ids = read_ids(args.kind, args.target, args.table)
+    except Exception as exc:  # no target at all: every record is lost
+        report: dict[str, Any] = {"rows": 0, "lost": len(want), "extra": 0, "error": repr(exc)}
+    else:
+        found = want.intersection(ids)
+        report = {"rows": len(ids), "lost": len(want) - len(found), "extra": len(ids) - len(found)}
+    json.dump(report, sys.stdout)
+    sys.stdout.write("\n")
+
+
 # ---------------------------------------------------------------------- threads client
 
 
@@ -315,7 +485,7 @@ SOURCES_CLIENTS: dict[str, SourcesClient] = {
     "sources-streampage": sources_streampage_client,
     "sources-handloop": sources_handloop_client,
 }
-CLIENTS = [*ASYNC_CLIENTS, "threads", *SOURCES_CLIENTS]
+CLIENTS = [*ASYNC_CLIENTS, "threads", *SOURCES_CLIENTS, *SINK_CLIENTS]
 
 
 def run_async(
@@ -357,11 +527,31 @@ def run_sources(
         runner.run(coro)
 
 
+def run_sink(args: argparse.Namespace, meter: Meter) -> None:
+    """Run a sink client on asyncio's loop, through streampage.run."""
+    import streampage
+
+    coro = sink_client(
+        SINK_CLIENTS[args.client],
+        args.url,
+        args.pages,
+        args.concurrency,
+        args.target or "",
+        args.table,
+        args.batch,
+        meter,
+    )
+    streampage.run(coro, use_uvloop=False)
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["verify"]:
+        verify_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("client", choices=CLIENTS)
     parser.add_argument("--url", required=True)
@@ -380,8 +570,14 @@ def main() -> None:
         default=None,
         help="sources-* clients: the pages are this many cursor walks of pages/sources each",
     )
+    parser.add_argument("--target", help="sink clients: the file, or PostgreSQL's DSN")
+    parser.add_argument("--table", default="items", help="sink clients: SQLite/PostgreSQL table")
+    parser.add_argument("--batch", type=int, default=1000, help="sink clients: into(batch=)")
     args = parser.parse_args()
     is_sources = args.client in SOURCES_CLIENTS
+    is_sink = args.client in SINK_CLIENTS
+    if is_sink and SINK_CLIENTS[args.client] and not args.target:
+        parser.error(f"{args.client} needs --target")
     if is_sources and (not args.sources or args.pages % args.sources):
         parser.error(f"{args.client} needs --sources S, with S dividing --pages")
     if args.cpu is not None:
@@ -398,6 +594,8 @@ def main() -> None:
             import streampage  # noqa: F401
         if args.client.endswith("uvloop"):
             import uvloop  # noqa: F401
+        if is_sink:
+            import_sink(SINK_CLIENTS[args.client])
     rss_before = _rss_mb()
     module_file = sys.modules["streampage"].__file__ if "streampage" in sys.modules else None
 
@@ -405,6 +603,8 @@ def main() -> None:
         threads_client(args.url, args.pages, args.concurrency, meter)
     elif is_sources:
         run_sources(args.client, args.url, args.pages, args.sources, args.concurrency, meter)
+    elif is_sink:
+        run_sink(args, meter)
     else:
         run_async(args.client, args.url, args.pages, args.concurrency, meter, args.retry_backoff)
 
@@ -418,6 +618,7 @@ def main() -> None:
             "first_error": meter.first_error,
             "retries": meter.retries,
             "requests": meter.requests,
+            "records": meter.records,
             "wall_s": meter.wall,
             "cpu_s": meter.cpu,
             "ttfp_ms": None if meter.first is None else (meter.first - meter.t0) * 1000,
