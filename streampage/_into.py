@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 Extract = str | Callable[[Any], Any] | None
 
 
+def as_records(found: Any) -> list[Any]:
+    """What a record path found, as a list of records: nothing, a list, or one record."""
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
 def extractor(extract: Extract) -> Callable[[Page[Any]], list[Any]]:
     """Records of a page: a dotted path into its data, a function of its data, or (None)
     the data itself as one record."""
@@ -33,8 +40,7 @@ def extractor(extract: Extract) -> Callable[[Page[Any]], list[Any]]:
         path = extract
 
         def by_path(page: Page[Any]) -> list[Any]:
-            found = get_path(page.data, path)
-            return [] if found is None else found if isinstance(found, list) else [found]
+            return as_records(get_path(page.data, path))
 
         return by_path
     if callable(extract):

@@ -33,8 +33,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from . import __version__, _runner
+from ._decode import get_path
 from ._errors import ConfigurationError, PageError, StreamPageError
 from ._http import is_secret_header
+from ._into import as_records
 from ._pagination import Header, Offset, PageNumber, Paginator
 from ._policy import RateLimit, RetryPolicy, Timeout
 from ._redact import REDACTED, SECRET_PARAMS, redact_url
@@ -777,7 +779,7 @@ def _total_reader(args: argparse.Namespace) -> Callable[[Any], int | None] | Non
         return None if text is None or text.lower().startswith("header:") else text
 
     def count(data: Any, path: str) -> int | None:
-        value = _get(data, path)
+        value = get_path(data, path)
         if isinstance(value, bool) or not isinstance(value, int | str):
             return None
         try:
@@ -829,24 +831,6 @@ class _WatchTotal:
         return self._records(data)
 
 
-def _as_list(found: Any) -> list[Any]:
-    if found is None:
-        return []
-    return found if isinstance(found, list) else [found]
-
-
-def _get(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and part.isdigit():
-            index = int(part)
-            data = data[index] if index < len(data) else None
-        else:
-            return None
-    return data
-
-
 class _AutoRecords:
     """``--records auto``: where the records are is decided on the first page, then kept,
     so that every page of a run is split the same way."""
@@ -863,7 +847,7 @@ class _AutoRecords:
     def _decide(self, data: Any) -> Callable[[Any], list[Any]]:
         if isinstance(data, list):
             self._announce("records: the elements of each page's list body (--records auto)")
-            return _as_list
+            return as_records
         path = _record_path(data)
         if path is None:
             self._announce(
@@ -872,7 +856,7 @@ class _AutoRecords:
             )
             return lambda body: [body]
         self._announce(f"records: the items of {path!r} in each page (--records auto)")
-        return lambda body: _as_list(_get(body, path))
+        return lambda body: as_records(get_path(body, path))
 
 
 def _record_path(data: Any) -> str | None:
@@ -900,7 +884,7 @@ def _records_of(spec: str, announce: Callable[[str], None]) -> Callable[[Any], l
         return lambda body: [body]
     if not spec or spec.startswith(".") or spec.endswith(".") or ".." in spec:
         raise UsageError(f"--records {spec!r} is not a dotted path like data.items (or . or auto)")
-    return lambda body: _as_list(_get(body, spec))
+    return lambda body: as_records(get_path(body, spec))
 
 
 @dataclass
