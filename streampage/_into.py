@@ -8,8 +8,12 @@ checkpoint, and a resumed stream delivers every other page.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from ._checkpoint import Checkpoint, source_id
 from ._decode import get_path
@@ -107,8 +111,9 @@ async def drain(
         raise ConfigurationError(f"into(batch={batch}) must be at least 1")
     stats = stream.stats
     progress = Checkpoint()
+    committing: asyncio.Task[None] | None = None
     try:
-        stored = await _sinking(sink, "open", sink.open(name or "default"), progress)
+        stored = await _sinking(sink, "open", sink.open(name or "default"), 0)
         if stored is not None and name is not None:
             if not resume:
                 raise ConfigurationError(
@@ -121,18 +126,27 @@ async def drain(
         records: list[Any] = []
         pages: list[tuple[str, int, Any]] = []
 
-        async def flush() -> None:
-            if not pages:
-                return
+        async def commit(records: list[Any], pages: list[tuple[str, int, Any]]) -> None:
+            durable = len(progress)
             if records:
-                await _sinking(sink, "write", sink.write(records), progress)
+                await _sinking(sink, "write", sink.write(records), durable)
             for source, number, url in pages:
                 progress.commit(source, number, url)
             if name is not None:
-                await _sinking(sink, "commit", sink.commit(name, progress.to_json()), progress)
+                await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
-            records.clear()
-            pages.clear()
+
+        async def flush() -> None:
+            # A batch commits while the next one fills: a sink's fsync or transaction does
+            # not stall the fetch. Commits still run one at a time and in order, so the
+            # checkpoint only ever names pages whose records are durable.
+            nonlocal committing, records, pages
+            if not pages:
+                return
+            if committing is not None:
+                await committing
+            committing = asyncio.ensure_future(commit(records, pages))
+            records, pages = [], []
 
         async with stream:
             async for page in stream:
@@ -143,12 +157,20 @@ async def drain(
                 if len(records) >= batch:
                     await flush()
             await flush()
+            if committing is not None:
+                await committing
     finally:
+        if committing is not None:
+            # Leaving early (an error, a cancellation): the batch being committed holds
+            # whole pages, so it is let finish rather than thrown away. Its own failure, if
+            # any, gives way to the error already on its way out.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await committing
         await sink.close()
     return stats
 
 
-async def _sinking(sink: Sink, step: str, call: Any, progress: Checkpoint) -> Any:
+async def _sinking(sink: Sink, step: str, call: Any, durable: int) -> Any:
     """Await a sink call, turning its failure into a SinkError that says what to do."""
     try:
         return await call
@@ -157,7 +179,7 @@ async def _sinking(sink: Sink, step: str, call: Any, progress: Checkpoint) -> An
     except Exception as exc:
         notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
         raise SinkError(
-            f"{sink!r} failed to {step}: {type(exc).__name__}: {exc}{notes}. {len(progress)} pages "
+            f"{sink!r} failed to {step}: {type(exc).__name__}: {exc}{notes}. {durable} pages "
             "are committed; fix the cause and run again with resume=True (streampage fetch "
             "--resume): committed pages are not fetched again."
         ) from exc
