@@ -12,6 +12,7 @@ from ._errors import (
     ConfigurationError,
     DecodeError,
     HTTPStatusError,
+    IncompleteError,
     PageError,
     PaginationError,
     RequestError,
@@ -19,6 +20,7 @@ from ._errors import (
     SinkError,
     StreamPageError,
 )
+from ._evidence import Completeness
 from ._into import Records
 from ._page import Page, ResponseInfo
 from ._pagination import Header, Offset, PageNumber, Paginator, PaginatorRun
@@ -33,12 +35,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Auto",
+    "Completeness",
     "ConfigurationError",
     "Cursor",
     "DecodeError",
     "Failure",
     "HTTPStatusError",
     "Header",
+    "IncompleteError",
     "LinkHeader",
     "NextURL",
     "Offset",

@@ -83,12 +83,15 @@ class Resume(msgspec.Struct, frozen=True):
 
     done: RangeSet
     walk: tuple[int, URL] | None
+    #: records of the done pages, as counted for completeness (None: not counted)
+    records: int | None = None
 
 
 class _SourceState(msgspec.Struct, omit_defaults=True):
     pages: list[list[int]] = []
     walk_url: str | None = None  # walks: the URL of the last committed page
     walk_number: int | None = None
+    records: int | None = None  # records of the committed pages (None: not counted)
 
 
 class Checkpoint:
@@ -97,16 +100,27 @@ class Checkpoint:
     def __init__(self, state: dict[str, _SourceState] | None = None) -> None:
         self._pages: dict[str, RangeSet] = {}
         self._next: dict[str, tuple[int, str]] = {}
+        self._records: dict[str, int | None] = {}
         for key, source in (state or {}).items():
             self._pages[key] = RangeSet(source.pages)
+            self._records[key] = source.records
             if source.walk_url is not None and source.walk_number is not None:
                 self._next[key] = (source.walk_number, source.walk_url)
 
-    def commit(self, source: str, number: int, walk_url: URL | None) -> None:
+    def commit(
+        self, source: str, number: int, walk_url: URL | None, records: int | None = None
+    ) -> None:
         """Page ``number`` of ``source`` is durable. ``walk_url`` is the page's own URL when
         the source is a sequential walk: a resumed walk fetches the last committed page
-        again (without delivering it) to learn the link to the next one."""
-        self._pages.setdefault(source, RangeSet()).add(number)
+        again (without delivering it) to learn the link to the next one. ``records`` is
+        the page's record count as completeness counts it (None: not countable)."""
+        pages = self._pages.get(source)
+        if pages is None:
+            pages = self._pages[source] = RangeSet()
+            self._records[source] = 0
+        pages.add(number)
+        held = self._records.get(source)
+        self._records[source] = None if held is None or records is None else held + records
         if walk_url is not None:
             current = self._next.get(source)
             if current is None or number > current[0]:
@@ -122,7 +136,7 @@ class Checkpoint:
             return None
         found = self._next.get(source)
         walk = None if found is None else (found[0], URL(found[1], encoded=True))
-        return Resume(pages, walk)
+        return Resume(pages, walk, self._records.get(source))
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._pages.values())
@@ -133,6 +147,7 @@ class Checkpoint:
                 pages=pages.ranges(),
                 walk_url=self._next[key][1] if key in self._next else None,
                 walk_number=self._next[key][0] if key in self._next else None,
+                records=self._records.get(key),
             )
             for key, pages in self._pages.items()
         }

@@ -73,6 +73,41 @@ def get_path(obj: Any, path: str) -> Any:
     return obj
 
 
+_MISSING = object()
+
+
+def has_path(obj: Any, path: str) -> bool:
+    """Does every step of a dotted path exist (its value may be null)? Tells a field that
+    is absent (a wrong name) from one that is present and empty (the end of the data)."""
+    for part in path.split("."):
+        if isinstance(obj, Mapping):
+            obj = obj.get(part, _MISSING)
+        elif isinstance(obj, Sequence) and not isinstance(obj, str | bytes) and part.isdigit():
+            index = int(part)
+            obj = obj[index] if index < len(obj) else _MISSING
+        elif isinstance(obj, msgspec.Struct) and part in obj.__struct_fields__:
+            obj = getattr(obj, part)
+        else:
+            return False
+        if obj is _MISSING:
+            return False
+    return True
+
+
+def keys_of(data: Any) -> str:
+    """The top-level keys of a body, for messages that say what *is* there."""
+    if isinstance(data, msgspec.Struct):
+        keys = list(data.__struct_fields__)
+    elif isinstance(data, Mapping):
+        keys = [str(k) for k in data]
+    elif isinstance(data, list):
+        return "none: the body is a JSON list"
+    else:
+        return f"none: the body is {type(data).__name__}"
+    shown = ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else "")
+    return shown or "none: the body is an empty object"
+
+
 def is_empty(data: Any) -> bool:
     """Does a decoded body hold no records? The default end-of-data test when no total is known.
 
@@ -95,6 +130,15 @@ def find_records(data: Any) -> Any:
         return data
     lists = _list_fields(data)
     return lists[0] if len(lists) == 1 else None
+
+
+def count_records(data: Any) -> int | None:
+    """Records on a page by the default rule (0 when empty), or None when it cannot tell:
+    the body's list, or the only list field of an object."""
+    if is_empty(data):
+        return 0
+    records = find_records(data)
+    return len(records) if isinstance(records, list | tuple) else None
 
 
 def _list_fields(data: Any) -> list[Any]:

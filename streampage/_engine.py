@@ -32,7 +32,16 @@ import msgspec
 from yarl import URL
 
 from ._decode import decode_body
-from ._errors import DecodeError, HTTPStatusError, PageError, RequestError
+from ._errors import (
+    ConfigurationError,
+    DecodeError,
+    HTTPStatusError,
+    PageError,
+    PaginationError,
+    RequestError,
+    StreamPageError,
+)
+from ._evidence import Completeness
 from ._http import HttpClient, Response, Transient
 from ._page import Page, ResponseInfo
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
@@ -81,8 +90,10 @@ class Engine:
         window: int | None,
         session: aiohttp.ClientSession | None,
         stats: StreamStats,
+        completeness: Completeness,
     ) -> None:
         self.stats = stats
+        self.completeness = completeness
         self.results: asyncio.Queue[Result] = asyncio.Queue(maxsize=buffer)
         #: ordered mode: pages handed out but not yet released to the consumer (<= window)
         self.outstanding = 0
@@ -171,7 +182,8 @@ class Engine:
             await self._work.put(None)
 
     async def _feed(self, source: Source, active: asyncio.Semaphore | None = None) -> None:
-        """Hand out the pages of one source, as its paginator finds them."""
+        """Hand out the pages of one source, as its paginator finds them; when it is
+        exhausted and its last result has been taken, check it against the evidence."""
         try:
             walk = self._sources.walk(source)
             run = walk.run
@@ -180,7 +192,7 @@ class Engine:
             put = self._work.put
             window = self._window
             seq = 0
-            while True:
+            while not walk.broken:
                 if window is not None:
                     while self.outstanding >= window:
                         self.window_moved.clear()
@@ -189,17 +201,50 @@ class Engine:
                     number = await run.next()
                 except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
                     error.source = source
-                    self.outstanding += 1
-                    await self.results.put((walk, seq, error.page, error))
+                    await self._result(walk, seq, error)
                     return
-                if number is None:
-                    return
+                if number is None or walk.broken:
+                    break
+                if walk.first is None:
+                    walk.first = number
                 self.outstanding += 1
+                walk.handed += 1
+                walk.unsettled.add(number)
                 await put((walk, seq, number))
                 seq += 1
+            if active is not None:
+                active.release()  # the walk's pages are out: another source may start
+                active = None
+            await self._check(walk, seq)
         finally:
             if active is not None:
                 active.release()
+
+    async def _result(self, walk: Walk, seq: int, payload: StreamPageError) -> None:
+        """Put a result of the source itself (not of a fetched page) in its turn."""
+        self.outstanding += 1
+        walk.handed += 1
+        page = payload.page if isinstance(payload, PageError) else -1
+        await self.results.put((walk, seq, page, payload))
+
+    async def _check(self, walk: Walk, seq: int) -> None:
+        """The source is over: once the consumer has taken its every page, hold what was
+        delivered against the totals its responses reported."""
+        walk.exhausted = True
+        if walk.taken < walk.handed:
+            await walk.drained.wait()
+        tally = walk.tally
+        if walk.broken or tally.failed:
+            self.completeness.incomplete += 1
+            return
+        verdict = tally.verdict()
+        error = verdict[0]
+        named = "" if self._sources.single is not None else repr(walk.source)
+        self.completeness.add(verdict, named)
+        if error is not None:
+            error.source = walk.source
+            logger.warning("%s", error)
+            await self._result(walk, seq, error)
 
     # ------------------------------------------------------------------ workers
 
@@ -218,20 +263,27 @@ class Engine:
                 return
             walk, seq, number = job
             run = walk.run
-            payload: Page[Any] | PageError | None = None
-            if run.past_end(number):
-                pass
-            elif run.open_ended and self._cancel_past_end:
-                # The end is unknown, so this fetch may turn out to be past it: make it
-                # cancellable by _cancel_past. Known ranges skip the cost of a cancel scope.
-                with anyio.CancelScope() as scope:
-                    inflight[job] = scope
-                    try:
-                        payload = await fetch(walk, number)
-                    finally:
-                        del inflight[job]
-            else:
-                payload = await fetch(walk, number)
+            payload: Page[Any] | StreamPageError | None = None
+            try:
+                if walk.broken or run.past_end(number):
+                    pass
+                elif run.open_ended and self._cancel_past_end:
+                    # The end is unknown, so this fetch may turn out to be past it: make it
+                    # cancellable by _cancel_past. Known ranges skip a cancel scope's cost.
+                    with anyio.CancelScope() as scope:
+                        inflight[job] = scope
+                        try:
+                            payload = await fetch(walk, number)
+                        finally:
+                            del inflight[job]
+                    if scope.cancelled_caught:
+                        stats.past_end += 1
+                else:
+                    payload = await fetch(walk, number)
+            finally:
+                walk.settle(number)
+                if walk.on_settle is not None:
+                    walk.on_settle(number)
             try:
                 results.put_nowait((walk, seq, number, payload))
             except asyncio.QueueFull:
@@ -246,7 +298,7 @@ class Engine:
             if owner is walk and number > last:
                 scope.cancel()
 
-    async def _fetch(self, walk: Walk, number: int) -> Page[Any] | PageError | None:
+    async def _fetch(self, walk: Walk, number: int) -> Page[Any] | StreamPageError | None:
         """Fetch and decode one page, with retries; every failure comes back as a value."""
         run = walk.run
         url = run.url(number)
@@ -263,6 +315,7 @@ class Engine:
             started = await adaptive.acquire() if adaptive is not None else 0.0
             status = 0
             retry_after: float | None = None
+            stats.requests += 1
             try:
                 resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin)
                 status = resp.status
@@ -275,7 +328,6 @@ class Engine:
                 if adaptive is not None:
                     adaptive.release(started, status in CONGESTION_STATUSES)
             if status:
-                stats.requests += 1
                 stats.bytes += len(resp.body)
                 stats.network_seconds += resp.elapsed
                 # An exhausted budget pauses the pool until it resets, before any 429.
@@ -288,12 +340,20 @@ class Engine:
                         data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
                         page = Page(number, data, info, walk.source)
-                        return page if run.accept(page) else None
+                        return await self._accept(walk, page, hash(resp.body))
                     except DecodeError as exc:
                         decode_failures += 1
                         error = exc
                         reason = "decode" if decode_failures < policy.decode_attempts else ""
+                    except ConfigurationError as exc:  # a field the user named is not there
+                        walk.broken = True
+                        run.failed(number)
+                        return exc
+                    except PageError as exc:  # the page shows the pagination is wrong
+                        walk.broken = True
+                        return self._give_up(walk, number, exc, attempt)
                 elif run.ends_at_status(number, status):
+                    stats.past_end += 1
                     return None
                 else:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -318,6 +378,57 @@ class Engine:
             waited += wait
             stats.backoff_seconds += wait
             await asyncio.sleep(wait)
+
+    async def _accept(self, walk: Walk, page: Page[Any], digest: int) -> Page[Any] | None:
+        """Pass a decoded page to its paginator, after comparing its body with both of its
+        neighbours' (whichever arrived first): a page that repeats the one before it is
+        never delivered. Runs whose end is unknown release pages in order, so that the
+        repeat of a page past the end is found before it could be released."""
+        number = page.number
+        run = walk.run
+        if walk.broken:
+            return None
+        if run.past_end(number):
+            self.stats.past_end += 1
+            return None
+        repeated = walk.repeated(number, digest)
+        if repeated and self._repeat(walk, repeated, page) and repeated == number:
+            self.stats.past_end += 1
+            return None
+        return page if run.accept(page) else None
+
+    def _repeat(self, walk: Walk, number: int, page: Page[Any]) -> bool:
+        """Page ``number`` has the same body as the page before it: True when that is the end
+        of the data (it is then past the end); else raises PaginationError."""
+        run = walk.run
+        ends = getattr(run, "repeats", None)
+        if ends is not None and ends(number):
+            logger.info(
+                "page %d is page %d again: the data ends at page %d (a server that answers "
+                "pages past the end with the last one)",
+                number,
+                number - 1,
+                number - 1,
+            )
+            return True
+        shown = redact_url(page.response.url)
+        param = getattr(run, "param", None)
+        if number - 1 == walk.first:
+            named = f"the parameter {param!r}" if param else "the page parameter"
+            message = (
+                f"page {number} ({shown}) has the same body as page {number - 1}: the server "
+                f"ignores {named}, so every page would be the first again. Check the "
+                "paginator's parameter name against the API's documentation (or, for a server "
+                "that answers pages past the end with the last page, name its total, e.g. "
+                "total_pages=...)."
+            )
+        else:
+            message = (
+                f"page {number} ({shown}) has the same body as page {number - 1}, where the "
+                "server's own total says more distinct pages exist: a page would be delivered "
+                "twice. The server's total or its paging is inconsistent."
+            )
+        raise PaginationError(message, page=number, url=shown)
 
     def _give_up(self, walk: Walk, number: int, error: PageError, attempts: int) -> PageError:
         logger.warning("page %d failed after %d attempt(s): %s", number, attempts, error)

@@ -7,7 +7,9 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
      ├── ConfigurationError   bad arguments, raised before any request (also a ValueError)
      ├── SinkError            a sink could not write or commit (full disk, lost database)
      └── PageError            one page could not be delivered; carries .page and .url
-          ├── PaginationError  a loop, or a next link to another origin
+          ├── PaginationError  a loop, a next link to another origin, a page that repeats
+          │                    the one before it, a server that caps the page size
+          ├── IncompleteError  the run ended short of (or past) a total the server reported
           ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
           ├── DecodeError     the body is not valid JSON or does not match decode=; .path
           ├── RequestError    no response: connection refused or reset, DNS failure, timeout
@@ -23,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "HTTPStatusError",
+    "IncompleteError",
     "PageError",
     "PaginationError",
     "RequestError",
@@ -95,8 +98,37 @@ class ResponseTooLargeError(PageError):
 
 
 class PaginationError(PageError):
-    """The pagination cannot go on: a cursor or next link seen before (a loop), or a next
-    link to another origin. ``page`` is the page that could not be requested."""
+    """The pagination cannot go on: a cursor or next link seen before (a loop), a next link
+    to another origin, a page whose body repeats the page before it (the server ignores the
+    page parameter), or a page size the server capped. ``page`` is the page concerned."""
+
+
+class IncompleteError(PageError):
+    """A source ended, but what it delivered disagrees with a total its responses reported.
+
+    Transport reliability guarantees every page *asked for*; this error is what catches the
+    pages never asked for (a wrong or guessed paginator, a page-size cap, a parameter the
+    server ignores). ``expected`` and ``delivered`` count ``unit`` ("records" or "pages");
+    ``evidence`` says where the total came from (``"header X-Total-Count"``). ``page`` is
+    the first page number past what was delivered, ``url`` the source's redacted URL.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        page: int,
+        url: str,
+        expected: int,
+        delivered: int,
+        unit: str,
+        evidence: str,
+    ) -> None:
+        super().__init__(message, page=page, url=url)
+        self.expected = expected
+        self.delivered = delivered
+        self.unit = unit
+        self.evidence = evidence
 
 
 class SinkError(StreamPageError):

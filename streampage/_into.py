@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._checkpoint import Checkpoint, source_id
-from ._decode import get_path
+from ._decode import get_path, has_path, keys_of
 from ._errors import ConfigurationError, SinkError, StreamPageError
 from ._page import Page
 from ._stats import StreamStats
@@ -35,18 +35,35 @@ def as_records(found: Any) -> list[Any]:
     return found if isinstance(found, list) else [found]
 
 
+def path_records(path: str) -> Callable[[Any], list[Any]]:
+    """Records of a body at a dotted path. The path must exist on the first body it sees (a
+    null or empty list there is fine): a wrong name would otherwise read as "no records" on
+    every page, and a run would commit nothing and call itself complete."""
+    checked = False
+
+    def records(data: Any) -> list[Any]:
+        nonlocal checked
+        found = get_path(data, path)
+        if not checked:
+            checked = True
+            if found is None and not has_path(data, path):
+                raise ConfigurationError(
+                    f"records {path!r}: the first page has no field {path!r}; its keys are: "
+                    f"{keys_of(data)}. Name the list that holds the records."
+                )
+        return as_records(found)
+
+    return records
+
+
 def extractor(extract: Extract) -> Callable[[Page[Any]], list[Any]]:
     """Records of a page: a dotted path into its data, a function of its data, or (None)
     the data itself as one record."""
     if extract is None:
         return lambda page: [page.data]
     if isinstance(extract, str):
-        path = extract
-
-        def by_path(page: Page[Any]) -> list[Any]:
-            return as_records(get_path(page.data, path))
-
-        return by_path
+        at_path = path_records(extract)
+        return lambda page: at_path(page.data)
     if callable(extract):
 
         def by_call(page: Page[Any]) -> list[Any]:
@@ -124,14 +141,14 @@ async def drain(
             progress = Checkpoint.from_json(stored)
             stream._sources.checkpoint = Checkpoint.from_json(stored)
         records: list[Any] = []
-        pages: list[tuple[str, int, Any]] = []
+        pages: list[tuple[str, int, Any, int | None]] = []
 
-        async def commit(records: list[Any], pages: list[tuple[str, int, Any]]) -> None:
+        async def commit(records: list[Any], pages: list[tuple[str, int, Any, int | None]]) -> None:
             durable = len(progress)
             if records:
                 await _sinking(sink, "write", sink.write(records), durable)
-            for source, number, url in pages:
-                progress.commit(source, number, url)
+            for source, number, url, counted in pages:
+                progress.commit(source, number, url, counted)
             if name is not None:
                 await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
@@ -153,7 +170,9 @@ async def drain(
                 found = extract(page)
                 stats.records += len(found)
                 records.extend(found)
-                pages.append((source_id(page.source), page.number, page.response.url))
+                pages.append(
+                    (source_id(page.source), page.number, page.response.url, stream._counted)
+                )
                 if len(records) >= batch:
                     await flush()
             await flush()

@@ -10,6 +10,7 @@ page lies past the end (the end can move down while pages are in flight).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from urllib.parse import quote
 from yarl import URL
 
 from ._checkpoint import Resume
-from ._decode import find_records, get_path, is_empty
-from ._errors import ConfigurationError, DecodeError
+from ._decode import find_records, get_path, has_path, is_empty, keys_of
+from ._errors import ConfigurationError, DecodeError, PaginationError
 from ._page import Page
 from ._redact import redact_url
 
 __all__ = ["Header", "Offset", "PageNumber", "Paginator", "PaginatorRun"]
+
+logger = logging.getLogger("streampage")
 
 
 @dataclass(frozen=True)
@@ -116,26 +119,31 @@ class PageNumber:
     - a total read from the first response: ``total_pages`` (a page count) or
       ``total_items`` (an item count, divided by ``size``), each a dotted path into the
       body, a ``Header(...)``, or a function of the page. The first page is fetched alone,
-      then the rest fan out. A total that is missing or null falls back to the next rule;
+      then the rest fan out. A total that is null falls back to the next rule; a field or
+      header that is absent from the first response is a ConfigurationError (a wrong name);
     - otherwise the end is found by fetching ahead: the first page that is empty (see
-      ``items``), answers 404, or for which ``has_more`` is false ends the data. Pages
-      fetched past it are cancelled or discarded, never yielded.
+      ``items``), answers 404, repeats the page before it (json-server 1.x answers every
+      page past the end with the last one), or for which ``has_more`` is false ends the
+      data. Pages fetched past it are cancelled or discarded, never yielded.
 
     ``has_more`` (path or function of the page) is honoured in every mode: a page for which
-    it is false is the last one. Without ``stop`` it makes the stream yield in page order,
-    since a page that answered early may lie past a slower page that says "no more".
-    ``max_pages`` given to ``stream()`` caps all of these.
+    it is false is the last one. ``max_pages`` given to ``stream()`` caps all of these.
+    ``size`` is the page size to ask for, sent as ``size_param`` (``size_param=None``: used
+    for arithmetic only, not sent). When the first page holds fewer records than ``size``
+    while ``total_items`` says there are more, the server caps the page size: the stream
+    fails with a PaginationError that names the size to ask for, rather than skip records.
     ``items`` names the list of records (path or function of the body) used to tell an empty
     page; by default a body is empty when it is an empty list/object, or an object whose
     list fields are all empty. With ``stop`` or a total, empty pages inside the range are
-    delivered like any other.
+    delivered like any other. Page 2 repeating page 1 means the server ignores ``param``:
+    a PaginationError, never a duplicate.
     """
 
     start: int = 1
     stop: int | None = None
     param: str = "page"
     size: int | None = None
-    size_param: str = "per_page"
+    size_param: str | None = "per_page"
     total_pages: ValueSource | None = None
     total_items: ValueSource | None = None
     has_more: str | Callable[[Page[Any]], Any] | None = None
@@ -161,84 +169,87 @@ class PageNumber:
         self, url: URL, *, max_pages: int | None, resume: Resume | None = None
     ) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        spec = self
-
-        def total(page: Page[Any]) -> int | None:
-            pages: int | None = None
-            if spec.total_pages is not None:
-                pages = _as_count(_read(spec.total_pages, page), "total_pages", page)
-            if pages is None and spec.total_items is not None:
-                items = _as_count(_read(spec.total_items, page), "total_items", page)
-                if items is not None:
-                    assert spec.size is not None
-                    pages = math.ceil(items / spec.size)
-            return pages
-
-        size = {spec.size_param: spec.size} if spec.size is not None else {}
+        sent = {self.size_param: self.size} if self.size is not None and self.size_param else {}
         return _IndexedRun(
+            spec=self,
             url=url,
-            first=spec.start,
-            last=spec.stop,
+            first=self.start,
+            last=self.stop,
             max_pages=max_pages,
-            param=spec.param,
-            extra=size,
-            value=None,
-            total=total if spec.total_pages is not None or spec.total_items is not None else None,
-            has_more=spec.has_more,
-            items=spec.items,
-            short_page=None,
+            param=self.param,
+            extra=sent,
+            size=self.size,
+            offsets=None,
+            total_pages=self.total_pages,
+            total_items=self.total_items,
+            has_more=self.has_more,
+            items=self.items,
             resume=resume,
         )
 
     @property
     def releases_in_order(self) -> bool:
-        """With ``has_more`` and no ``stop``, a page can be known not to lie past the end only
-        once every page before it has said "more": the stream then yields in page order
-        (workers still fetch ahead inside the reorder window)."""
-        return self.has_more is not None and self.stop is None
+        """Without ``stop`` or a total, a page can be known not to lie past the end only once
+        every page before it has been seen (not empty, not a repeat of the one before, not
+        "no more"): the stream then yields in page order (workers still fetch ahead inside
+        the reorder window)."""
+        totals = self.total_pages is not None or self.total_items is not None
+        return self.stop is None and (self.has_more is not None or not totals)
 
 
 class _IndexedRun:
     """Pages selected by an index in the query: page numbers, or offsets computed from them.
 
-    Numbers run from ``first``; ``value(number)`` is what goes in the query parameter
-    (the number itself for PageNumber, an offset for Offset).
+    Numbers run from ``first``; the query value is the number plus ``shift`` (pages=auto
+    numbers from 1 an API whose first page is 0). ``offsets=(start, step)`` makes it an offset,
+    ``start + (number - 1) * step``; the step is what the server serves per page, learnt
+    from the first page (a server that caps ``limit`` serves fewer records than asked).
     """
 
     def __init__(
         self,
         *,
+        spec: PageNumber | Offset,
         url: URL,
         first: int,
         last: int | None,
         max_pages: int | None,
         param: str,
         extra: dict[str, int],
-        value: Callable[[int], int] | None,
-        total: Callable[[Page[Any]], int | None] | None,
+        size: int | None,
+        offsets: tuple[int, int] | None,
+        total_pages: ValueSource | None,
+        total_items: ValueSource | None,
         has_more: str | Callable[[Page[Any]], Any] | None,
         items: str | Callable[[Any], Any] | None,
-        short_page: int | None,
         resume: Resume | None = None,
+        shift: int = 0,
     ) -> None:
+        self._spec = spec
+        self._shift = shift
         self._first = first
-        #: pages a checkpoint holds: not fetched again (but the first page when a total is
-        #: read from it), never delivered again
+        #: pages a checkpoint holds: not fetched again (but the first page when it is
+        #: fetched alone to read a total or the page size), never delivered again
         self._done = resume.done if resume is not None else None
         self._next = first
-        # Without a known last page the end is found by looking (empty, short or 404 page);
-        # max_pages only caps that search.
+        # Without a known last page the end is found by looking (empty, short, repeated or
+        # 404 page); max_pages only caps that search.
         self.open_ended = last is None
-        if max_pages is not None:
-            capped = first + max_pages - 1
-            last = capped if last is None else min(last, capped)
+        self._cap = None if max_pages is None else first + max_pages - 1
+        if self._cap is not None:
+            last = self._cap if last is None else min(last, self._cap)
         self._last = last
-        self._total = total
+        self._total_pages = total_pages
+        self._total_items = total_items
+        self._size = size
+        self._offsets = offsets
         self._has_more = has_more
         self._items = items
-        self._short_page = short_page
-        self._value = value
+        # The first page goes alone when it decides the rest: a total to read, or (offsets)
+        # the number of records the server really serves per page.
+        self._alone = total_pages is not None or total_items is not None or offsets is not None
         self._first_done = asyncio.Event()
+        self._checked = False
         self.on_end: Callable[[int], None] = lambda last: None
         # Page URLs are built by appending to a fixed prefix: ~0.3 µs a page, against ~2 µs
         # for yarl's update_query. Our own parameters are removed from the base first, so
@@ -248,13 +259,18 @@ class _IndexedRun:
         sep = "&" if base.raw_query_string else "?"
         self._prefix = f"{base}{sep}{fixed}{quote(param, safe='')}="
 
+    @property
+    def param(self) -> str:
+        """The query parameter that selects a page (named in errors)."""
+        return self._spec.param
+
     async def next(self) -> int | None:
         number = self._next
-        if self._total is not None and number > self._first and not self._first_done.is_set():
+        if self._alone and number > self._first and not self._first_done.is_set():
             await self._first_done.wait()
         done = self._done
         if done is not None:
-            while number in done and (number != self._first or self._total is None):
+            while number in done and (number != self._first or not self._alone):
                 number += 1
         if self._last is not None and number > self._last:
             return None
@@ -262,27 +278,30 @@ class _IndexedRun:
         return number
 
     def url(self, number: int) -> URL:
-        value = number if self._value is None else self._value(number)
-        return URL(self._prefix + str(value), encoded=True)
+        offsets = self._offsets
+        if offsets is not None:
+            return URL(self._prefix + str(offsets[0] + (number - 1) * offsets[1]), encoded=True)
+        return URL(self._prefix + str(number + self._shift), encoded=True)
 
     def accept(self, page: Page[Any]) -> bool:
         number = page.number
-        if number == self._first and self._total is not None and not self._first_done.is_set():
+        if not self._checked:
+            self._checked = True
+            self._check_fields(page)
+        if number == self._first and self._alone and not self._first_done.is_set():
             # A total that is garbage raises (the page may be retried, or fails: failed()
             # releases the producer then); only a page that was read releases it here.
-            pages = self._total(page)
-            if pages is not None:
-                self.open_ended = False
-                self._end_at(self._first + pages - 1)
+            self._learn(page)
             self._first_done.set()
         if self.past_end(number):
             return False
         if self.open_ended:
-            count = self._count(page)
+            count = self.count(page.data)
             if count == 0:
                 self._end_at(number - 1)
                 return False
-            if self._short_page is not None and count is not None and count < self._short_page:
+            step = self._offsets[1] if self._offsets is not None else None
+            if step is not None and count is not None and count < step:
                 self._end_at(number)  # a short page is the last one, and is delivered
         if self._has_more is not None:
             more = (
@@ -294,10 +313,97 @@ class _IndexedRun:
                 self._end_at(number)
         return self._done is None or number not in self._done
 
+    def _learn(self, page: Page[Any]) -> None:
+        """Read the first page: the records the server serves per page, and the total."""
+        served = self.count(page.data)
+        offsets = self._offsets
+        if offsets is not None and served and served < offsets[1]:
+            # Fewer records than asked: either all there is, or the server caps the limit.
+            # Stepping by what it served is right in both cases (at worst one more request
+            # finds the end), and the only safe step in the second.
+            logger.info(
+                "page 1 of %s holds %d records where %s=%d was asked: stepping by %d",
+                redact_url(page.response.url),
+                served,
+                self._spec.limit_param if isinstance(self._spec, Offset) else "limit",
+                offsets[1],
+                served,
+            )
+            self._offsets = offsets = (offsets[0], served)
+            stop = self._spec.stop if isinstance(self._spec, Offset) else None
+            if stop is not None:  # the item count the user gave, in pages of the new step
+                within = math.ceil(max(0, stop - offsets[0]) / served)
+                self._last = within if self._cap is None else min(within, self._cap)
+        pages: int | None = None
+        if self._total_pages is not None:
+            pages = _as_count(_read(self._total_pages, page), "total_pages", page)
+        if pages is None and self._total_items is not None:
+            items = _as_count(_read(self._total_items, page), "total_items", page)
+            if items is not None:
+                if offsets is not None:
+                    pages = math.ceil(max(0, items - offsets[0]) / offsets[1])
+                else:
+                    assert self._size is not None
+                    self._check_cap(page, served, items)
+                    pages = math.ceil(items / self._size)
+        if pages is not None:
+            self.open_ended = False
+            self._end_at(self._first + pages - 1)
+
+    def _check_cap(self, page: Page[Any], served: int | None, items: int) -> None:
+        """A first page shorter than ``size`` while the total says there is more: the server
+        serves fewer records per page than the page count assumes, and pages would be
+        skipped. Fail, naming the size that works."""
+        size = self._size
+        if served is None or size is None or served >= size or items <= served:
+            return
+        shown = redact_url(page.response.url)
+        raise PaginationError(
+            f"page {page.number} ({shown}) holds {served} records where size={size} was "
+            f"asked, and the total says {items:,}: the server caps the page size at "
+            f"{served}, so a page count based on {size} would skip records. Ask for "
+            f"PageNumber(size={served}, ...) (streampage fetch --size {served}).",
+            page=page.number,
+            url=shown,
+        )
+
+    def _check_fields(self, page: Page[Any]) -> None:
+        """Fields the user named must exist on the first page: a wrong name would otherwise
+        read as "unknown total" or "no records", and end the data silently."""
+        kind = type(self._spec).__name__
+        for option, source in (
+            ("total_pages", self._total_pages),
+            ("total_items", self._total_items),
+            ("has_more", self._has_more),
+            ("items", self._items),
+        ):
+            if isinstance(source, Header):
+                if source.name not in page.response.headers:
+                    raise ConfigurationError(
+                        f"{kind}({option}=Header({source.name!r})): the first response "
+                        f"({redact_url(page.response.url)}) has no {source.name} header; it "
+                        f"has: {', '.join(sorted(page.response.headers)) or 'none'}"
+                    )
+            elif isinstance(source, str) and not has_path(page.data, source):
+                raise ConfigurationError(
+                    f"{kind}({option}={source!r}): the first page "
+                    f"({redact_url(page.response.url)}) has no field {source!r}; its keys "
+                    f"are: {keys_of(page.data)}. Name the field that holds it."
+                )
+
     def ends_at_status(self, number: int, status: int) -> bool:
         # A 404 past the data is how many APIs (Django REST framework) say "no such page";
         # on the first page it is a wrong URL, which the caller reports as an error.
         if self.open_ended and status == 404 and number > self._first:
+            self._end_at(number - 1)
+            return True
+        return False
+
+    def repeats(self, number: int) -> bool:
+        """Page ``number`` has the same body as the page before it. Past the first two pages
+        of an open-ended run, that is the end (json-server 1.x answers pages past the end
+        with the last page again); otherwise the caller reports an error."""
+        if self.open_ended and number > self._first + 1:
             self._end_at(number - 1)
             return True
         return False
@@ -309,15 +415,15 @@ class _IndexedRun:
     def past_end(self, number: int) -> bool:
         return self._last is not None and number > self._last
 
-    def _count(self, page: Page[Any]) -> int | None:
-        """Records on the page (0 when empty), or None when they cannot be counted."""
+    def count(self, data: Any) -> int | None:
+        """Records on a page (0 when empty), or None when they cannot be counted."""
         items = self._items
         if items is None:
-            if is_empty(page.data):
+            if is_empty(data):
                 return 0
-            records = find_records(page.data)
+            records = find_records(data)
         else:
-            records = get_path(page.data, items) if isinstance(items, str) else items(page.data)
+            records = get_path(data, items) if isinstance(items, str) else items(data)
             if not records:
                 return 0
         return len(records) if isinstance(records, list | tuple) else None
@@ -337,21 +443,24 @@ class _IndexedRun:
 class Offset:
     """Pages selected by an offset and a limit in the query (``?offset=200&limit=100``).
 
-    ``page.number`` is the page's index from 1; its offset is ``start + (number - 1) * limit``.
-    The end is, by priority: ``stop`` (the offset past the last item, i.e. the item count);
-    ``total_items`` read from the first response (a dotted path, a ``Header(...)`` or a
-    function of the page; the first page is fetched alone, then the rest fan out); else it
-    is found by fetching ahead: a page with fewer records than ``limit`` is the last one
-    (and is delivered), an empty page or a 404 ends the data, and ``has_more`` false ends it.
-    Records are counted from ``items`` (path or function of the body) or, by default, the
-    body if it is a list, else the only list field of the object.
+    ``page.number`` is the page's index from 1. The first page is fetched alone: it tells
+    how many records the server really serves per page (a server that caps ``limit`` at
+    1,000 serves 1,000 where 2,000 were asked), and the offsets step by that, so that a cap
+    never skips records. The end is, by priority: ``stop`` (the offset past the last item,
+    i.e. the item count); ``total_items`` read from the first response (a dotted path, a
+    ``Header(...)`` or a function of the page); else it is found by fetching ahead: a page
+    with fewer records than a full one is the last one (and is delivered), an empty page,
+    a 404 or a page that repeats the one before it ends the data, and ``has_more`` false
+    ends it. Records are counted from ``items`` (path or function of the body) or, by
+    default, the body if it is a list, else the only list field of the object.
+    ``limit_param=None`` does not send the limit (the server's own page size is used).
     """
 
     limit: int = 100
     start: int = 0
     stop: int | None = None
     param: str = "offset"
-    limit_param: str = "limit"
+    limit_param: str | None = "limit"
     total_items: ValueSource | None = None
     has_more: str | Callable[[Page[Any]], Any] | None = None
     items: str | Callable[[Any], Any] | None = None
@@ -366,7 +475,7 @@ class Offset:
                 f"Offset(stop={self.stop}) is before start={self.start}; stop is the offset "
                 "past the last item (the item count)"
             )
-        if not self.param or not self.limit_param:
+        if not self.param or self.limit_param == "":
             raise ConfigurationError("Offset(param=..., limit_param=...) must name parameters")
 
     @property
@@ -380,27 +489,20 @@ class Offset:
         self, url: URL, *, max_pages: int | None, resume: Resume | None = None
     ) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
-        spec = self
-
-        def pages_for(items: int) -> int:
-            return math.ceil(max(0, items - spec.start) / spec.limit)
-
-        def total(page: Page[Any]) -> int | None:
-            assert spec.total_items is not None
-            items = _as_count(_read(spec.total_items, page), "total_items", page)
-            return None if items is None else pages_for(items)
-
+        stop = self.stop
         return _IndexedRun(
+            spec=self,
             url=url,
             first=1,
-            last=None if self.stop is None else pages_for(self.stop),
+            last=None if stop is None else math.ceil(max(0, stop - self.start) / self.limit),
             max_pages=max_pages,
             param=self.param,
-            extra={self.limit_param: self.limit},
-            value=lambda number: spec.start + (number - 1) * spec.limit,
-            total=total if self.total_items is not None else None,
+            extra={self.limit_param: self.limit} if self.limit_param else {},
+            size=self.limit,
+            offsets=(self.start, self.limit),
+            total_pages=None,
+            total_items=self.total_items,
             has_more=self.has_more,
             items=self.items,
-            short_page=self.limit,
             resume=resume,
         )

@@ -3,7 +3,8 @@ paginated on its own and all fetched by one worker pool under one set of limits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,12 +12,15 @@ from yarl import URL
 
 from ._checkpoint import Checkpoint, source_id
 from ._errors import ConfigurationError
+from ._evidence import Tally, own_totals
 from ._pagination import Paginator, PaginatorRun
 from ._redact import REDACTED, SECRET_PARAMS, redact_url
 
 __all__ = ["Source", "SourceLike"]
 
 ParamValue = str | int | float
+#: body digests kept per source: far more than the pages in flight at once
+_DIGESTS = 1024
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,68 @@ def as_source(item: Any) -> Source:
 class Walk:
     """The run-time state of one source: its paginator run, and (ordered mode) the pages
     that arrived ahead of their turn. Referenced only by its in-flight work, so it is freed
-    when its last page has been consumed: 10^5 sources cost what the active ones cost."""
+    when its last page has been consumed: 10^5 sources cost what the active ones cost.
+
+    It also holds what completeness needs: the evidence of the source's size (``tally``),
+    a digest of each recent page's body (a page repeating the one before it is never
+    delivered twice), which numbers are handed out but not yet settled, and whether the
+    source is broken (a configuration error or a repeat: nothing more of it is fetched).
+    """
 
     source: Source
     run: PaginatorRun
     origin: URL
+    tally: Tally
     may_leave_origin: bool = False
     head: int = 0
     pending: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    #: the first number handed out: a second page that repeats it means an ignored parameter
+    first: int | None = None
+    broken: bool = False
+    #: body digests of recent pages, by number (a bounded window: constant memory)
+    digests: dict[int, int] = field(default_factory=dict)
+    #: numbers handed out whose fetch has not settled yet, and workers waiting on them
+    unsettled: set[int] = field(default_factory=set)
+    waiters: dict[int, asyncio.Event] = field(default_factory=dict)
+    #: results handed out and results taken by the consumer; the source is over when the
+    #: paginator is exhausted and the two are equal
+    handed: int = 0
+    taken: int = 0
+    exhausted: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the paginator run's own hook for a settled page, if it has one (pages=auto)
+    on_settle: Callable[[int], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.on_settle = getattr(self.run, "settled", None)
+
+    def settle(self, number: int) -> None:
+        """Page ``number``'s fetch is over (delivered, past the end, failed or cancelled)."""
+        self.unsettled.discard(number)
+        waiter = self.waiters.pop(number, None)
+        if waiter is not None:
+            waiter.set()
+
+    async def settled(self, number: int) -> None:
+        """Wait until page ``number`` is settled (at once if it was never handed out)."""
+        while number in self.unsettled:
+            waiter = self.waiters.get(number)
+            if waiter is None:
+                waiter = self.waiters[number] = asyncio.Event()
+            await waiter.wait()
+
+    def repeated(self, number: int, digest: int) -> int:
+        """The number of a page whose body equals its predecessor's, now that page
+        ``number`` is known to have ``digest``; 0 when none."""
+        digests = self.digests
+        digests[number] = digest
+        if len(digests) > _DIGESTS:
+            del digests[next(iter(digests))]
+        if digests.get(number - 1) == digest:
+            return number
+        if digests.get(number + 1) == digest:
+            return number + 1
+        return 0
 
 
 class Sources:
@@ -97,10 +155,12 @@ class Sources:
         pages: Paginator,
         params: Mapping[str, ParamValue] | None,
         max_pages: int | None,
+        verify: bool = True,
     ) -> None:
         self._pages = pages
         self._params = dict(params) if params else {}
         self._max_pages = max_pages
+        self._verify = verify
         #: set by into() on resume: pages already committed are not delivered again
         self.checkpoint: Checkpoint | None = None
         self.single: Source | None = None
@@ -134,7 +194,20 @@ class Sources:
         paginator = source.pages if source.pages is not None else self._pages
         resume = self.checkpoint.resume(source_id(source)) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
-        return Walk(source, run, url.origin(), bool(getattr(paginator, "may_leave_origin", False)))
+        capped = self._max_pages is not None or getattr(paginator, "stop", None) is not None
+        start = getattr(paginator, "start", None)
+        if start is not None and start != getattr(type(paginator), "start", start):
+            capped = True  # started past the beginning on purpose
+        tally = Tally(url, own=own_totals(paginator), generic=self._verify, capped=capped)
+        if resume is not None:
+            tally.resumed(len(resume.done), resume.records)
+        return Walk(
+            source,
+            run,
+            url.origin(),
+            tally,
+            bool(getattr(paginator, "may_leave_origin", False)),
+        )
 
     async def __aiter__(self) -> AsyncIterator[Source]:
         many = self._many

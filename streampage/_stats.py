@@ -19,7 +19,10 @@ class StreamStats:
     pages: int = 0  #: pages delivered to the consumer
     records: int = 0  #: records extracted from them (stream.records() / into())
     committed_pages: int = 0  #: pages whose records a sink has committed (into())
-    requests: int = 0  #: responses received, whatever their status (redirect hops excluded)
+    #: requests sent (attempts, retries included), whatever came of them: answered, failed,
+    #: or cancelled and discarded past the end (redirect hops excluded)
+    requests: int = 0
+    past_end: int = 0  #: of those, requests for pages that turned out to lie past the end
     bytes: int = 0  #: body bytes received
     retries: dict[str, int] = field(default_factory=dict)  #: retries by reason
     failed: int = 0  #: pages that failed after their retries (skipped or raised)

@@ -28,9 +28,10 @@ import anyio
 import msgspec
 
 from ._auto import Auto
-from ._decode import decoder_for
+from ._decode import count_records, decoder_for
 from ._engine import Engine
-from ._errors import ConfigurationError, PageError, StreamPageError
+from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
+from ._evidence import Completeness
 from ._http import HttpClient
 from ._into import Extract, Records
 from ._page import Page
@@ -112,8 +113,14 @@ class Stream(Generic[T]):
         self._adaptive = adaptive
         self._skip = on_error == "skip"
         self.stats = StreamStats()
-        #: pages that failed after their retries (``on_error="skip"``), in the order seen
+        #: pages that failed after their retries, and sources that ended short of a total
+        #: their responses reported (IncompleteError), with ``on_error="skip"``
         self.failures: list[Failure] = []
+        #: what the stream could check of its own completeness, filled in as sources end
+        self.completeness = Completeness()
+        #: records on the page delivered last, as completeness counts them (into() keeps
+        #: them in the checkpoint, so that a resumed run is checked as a whole)
+        self._counted: int | None = None
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
@@ -143,6 +150,7 @@ class Stream(Generic[T]):
             window=self._window if self._ordered else None,
             session=self._session,
             stats=self.stats,
+            completeness=self.completeness,
         )
         self._engine = engine
         self.stats.start()
@@ -232,13 +240,18 @@ class Stream(Generic[T]):
         get = engine.results.get
         while True:
             walk, _seq, number, payload = await get()
-            if payload.__class__ is Page:  # the common case first
-                if not walk.run.past_end(number):  # type: ignore[union-attr]
-                    return self._deliver(payload)
-            elif walk is None:
+            if walk is None:
                 await self._end(engine)
-            elif payload is not None and not walk.run.past_end(number):
-                self._fail(payload)
+                continue
+            walk.taken += 1
+            if walk.exhausted and walk.taken == walk.handed:
+                walk.drained.set()
+            if payload.__class__ is Page:  # the common case first
+                if not walk.run.past_end(number):
+                    return self._deliver(payload, walk)
+                self.stats.past_end += 1
+            elif payload is not None:
+                self._settle_other(walk, number, payload)
 
     async def _next_ordered(self, engine: Engine) -> Page[T]:
         """Pages in order within each source: a page waits only for its own source's head,
@@ -249,12 +262,18 @@ class Stream(Generic[T]):
                 walk, number, payload = ready.popleft()
                 engine.outstanding -= 1
                 engine.window_moved.set()
-                if payload is None or walk.run.past_end(number):
+                walk.taken += 1
+                if walk.exhausted and walk.taken == walk.handed:
+                    walk.drained.set()
+                if payload is None:
                     continue
                 if payload.__class__ is not Page:
-                    self._fail(payload)
+                    self._settle_other(walk, number, payload)
                     continue
-                return self._deliver(payload)
+                if walk.run.past_end(number):
+                    self.stats.past_end += 1
+                    continue
+                return self._deliver(payload, walk)
             if self._ended:
                 if not self._holding:
                     await self._end(engine)
@@ -281,10 +300,22 @@ class Stream(Generic[T]):
             if not pending:
                 self._holding.discard(walk)
 
+    def _settle_other(self, walk: Walk, number: int, payload: StreamPageError) -> None:
+        """A result that is not a page: an error of the page (ignored past the end, where a
+        failure does not matter), of the source's configuration, or of its completeness."""
+        if isinstance(payload, ConfigurationError):
+            self._finish()  # a wrong field name: no policy skips it
+            raise payload
+        if isinstance(payload, IncompleteError):
+            self._fail(payload)
+        elif not walk.run.past_end(number):
+            walk.tally.failed = True
+            self.stats.failed += 1
+            self._fail(payload)  # type: ignore[arg-type]
+
     def _fail(self, error: PageError) -> None:
-        """A page failed after its retries: recorded and passed over with on_error="skip",
-        else the end of the stream."""
-        self.stats.failed += 1
+        """A page failed after its retries, or a source ended incomplete: recorded and
+        passed over with on_error="skip", else the end of the stream."""
         if not self._skip:
             self._finish()
             raise error
@@ -292,12 +323,15 @@ class Stream(Generic[T]):
         source = getattr(error, "source", None)
         self.failures.append(Failure(error.page, error, error.attempts, status, source))
 
-    def _deliver(self, payload: Any) -> Page[T]:
+    def _deliver(self, payload: Any, walk: Walk) -> Page[T]:
         stats = self.stats
         stats.pages += 1
         if stats.first_page_at is None:
             stats.first_page_at = perf_counter()
         page: Page[T] = payload
+        count = getattr(walk.run, "count", count_records)(page.data)
+        walk.tally.observe(page, count)
+        self._counted = count
         return page
 
     async def _end(self, engine: Engine) -> None:
@@ -336,6 +370,7 @@ def stream(
     on_error: OnError = ...,
     verify_tls: bool = ...,
     max_pages: int | None = ...,
+    verify: bool = ...,
 ) -> Stream[Any]: ...
 
 
@@ -361,6 +396,7 @@ def stream(
     on_error: OnError = ...,
     verify_tls: bool = ...,
     max_pages: int | None = ...,
+    verify: bool = ...,
 ) -> Stream[T]: ...
 
 
@@ -385,6 +421,7 @@ def stream(
     on_error: OnError = "raise",
     verify_tls: bool = True,
     max_pages: int | None = None,
+    verify: bool = True,
 ) -> Stream[Any]:
     """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
 
@@ -416,6 +453,14 @@ def stream(
     secret (Authorization, Cookie, names with key/token/secret/auth/session) and those named
     in ``secret_headers`` are dropped on a redirect to another origin, and never appear in
     errors. TLS certificates are verified unless ``verify_tls=False``.
+
+    Completeness: every total a response reveals (``X-Total-Count``, ``total``, ``count``,
+    ``total_pages``, ``rel="last"``, ...) is checked against what each source delivered
+    when it ends; a disagreement is an ``IncompleteError`` (raised, or in ``failures`` with
+    ``on_error="skip"``), and ``stream.completeness`` says what was checked and what could
+    not be. ``verify=False`` checks only the totals the paginator was told to read, not
+    the well-known fields and headers found by name (for an API whose ``total`` is not a
+    record count).
 
     Nothing happens until the stream is iterated; arguments are checked at once.
     """
@@ -455,7 +500,7 @@ def stream(
         raise ConfigurationError(
             f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"
         )
-    sources = Sources(url, pages=pages, params=params, max_pages=max_pages)
+    sources = Sources(url, pages=pages, params=params, max_pages=max_pages, verify=verify)
     return Stream(
         sources=sources,
         pages=pages,

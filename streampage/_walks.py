@@ -18,12 +18,12 @@ from urllib.parse import quote
 from yarl import URL
 
 from ._checkpoint import Resume
-from ._decode import get_path
+from ._decode import get_path, has_path, keys_of
 from ._errors import ConfigurationError, PageError, PaginationError
 from ._page import Page
 from ._redact import redact_url
 
-__all__ = ["Cursor", "LinkHeader", "NextURL", "parse_link_header"]
+__all__ = ["Cursor", "LinkHeader", "NextURL", "fan_out", "parse_link_header"]
 
 
 class _Repeats:
@@ -88,6 +88,7 @@ class _WalkRun:
         self._changed = asyncio.Event()
         self._repeats = _Repeats()
         self._repeats.seen(str(first[1]))  # a link back to the first page is a loop too
+        self._fields_checked = False
         self.on_end: Callable[[int], None] = lambda last: None
 
     async def next(self) -> int | None:
@@ -112,6 +113,9 @@ class _WalkRun:
         return self._urls.pop(number)
 
     def accept(self, page: Page[Any]) -> bool:
+        if not self._fields_checked:
+            self._fields_checked = True
+            self._check_field(page)
         target = self.follow(page)
         if target is None:
             self._end()
@@ -123,6 +127,25 @@ class _WalkRun:
     def follow(self, page: Page[Any]) -> URL | None:
         """The URL of the page after ``page``, or None at the end."""
         raise NotImplementedError
+
+    #: (paginator name, option, dotted path) of the field the walk follows, checked on the
+    #: first page; None when it is a function or not a body field
+    _field: tuple[str, str, str] | None = None
+
+    def _check_field(self, page: Page[Any]) -> None:
+        """The field a walk follows must exist on its first page (null is fine: the last
+        page). An absent field is a wrong name, which would end the walk after one page."""
+        if self._field is None:
+            return
+        kind, option, path = self._field
+        if not has_path(page.data, path):
+            raise ConfigurationError(
+                f"{kind}({option}={path!r}): the first page ({redact_url(page.response.url)}) "
+                f"has no field {path!r}; its keys are: {keys_of(page.data)}. Name the field "
+                "that holds the next page's "
+                + ("cursor" if kind == "Cursor" else "URL")
+                + " (or leave pages= out to let streampage pick the paginator)."
+            )
 
     def ends_at_status(self, number: int, status: int) -> bool:
         return False
@@ -180,6 +203,10 @@ def _text(value: Any) -> str | None:
 
 
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+#: What stays as it is in a pre-encoded cursor: its escapes, and what RFC 3986 allows in a
+#: query value; &, =, #, ? and spaces are escaped.
+_CURSOR_SAFE = "%/:@!$'()*,;~-._+"
+_LOOKS_LIKE_URL = re.compile(r"https?://|/[^\s?]*\?[^\s]*=|\?[^\s]*=", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,13 +248,16 @@ class _CursorRun(_WalkRun):
         )
         if spec.initial:
             self._repeats.seen(spec.initial)
+        if isinstance(spec.field, str):
+            self._field = ("Cursor", "field", spec.field)
 
     def _with_cursor(self, cursor: str) -> URL:
         if _ENCODED.search(cursor):
+            # Already percent-encoded: its escapes stay as they are, but a cursor is one
+            # query value, so &, =, # and ? in it are escaped, never read as syntax.
             sep = "&" if self._base.raw_query_string else "?"
-            return URL(
-                f"{self._base}{sep}{quote(self._spec.param, safe='')}={cursor}", encoded=True
-            )
+            value = quote(cursor, safe=_CURSOR_SAFE)
+            return URL(f"{self._base}{sep}{quote(self._spec.param, safe='')}={value}", encoded=True)
         return self._base.update_query({self._spec.param: cursor})
 
     def follow(self, page: Page[Any]) -> URL | None:
@@ -235,6 +265,12 @@ class _CursorRun(_WalkRun):
         cursor = _text(get_path(page.data, field) if isinstance(field, str) else field(page))
         if cursor is None:
             return None
+        if _LOOKS_LIKE_URL.match(cursor):
+            raise ConfigurationError(
+                f"Cursor(field={field!r}) holds a whole URL ({redact_url(cursor)}), not a "
+                f"cursor: it is a next link. Use NextURL(field={field!r}) (streampage fetch "
+                "--pages next-url), which follows it as it is."
+            )
         if self._repeats.seen(cursor):
             self._refuse(
                 page,
@@ -280,6 +316,8 @@ class _NextURLRun(_WalkRun):
             resume=resume,
             restart_at=resume.walk if resume is not None else None,
         )
+        if isinstance(spec.field, str):
+            self._field = ("NextURL", "field", spec.field)
 
     def follow(self, page: Page[Any]) -> URL | None:
         field = self._spec.field
@@ -359,7 +397,7 @@ class _LinkRun(_WalkRun):
         if target is None:
             return None
         if page.number == 1 and self._spec.fan_out and "last" in links:
-            fan = _fan_out(target, links["last"])
+            fan = fan_out(target, links["last"])
             if fan is not None and (self._cross_origin or target.origin() == self._origin):
                 self._fan = fan
                 self._urls.clear()
@@ -382,7 +420,7 @@ class _LinkRun(_WalkRun):
         return fresh
 
 
-def _fan_out(next_url: URL, last_url: URL) -> tuple[URL, str, int, int] | None:
+def fan_out(next_url: URL, last_url: URL) -> tuple[URL, str, int, int] | None:
     """(template, parameter, value on page 2, last page number) when ``next`` and ``last``
     differ in exactly one whole-number query parameter, else None."""
     if next_url.with_query(None) != last_url.with_query(None):

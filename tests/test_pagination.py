@@ -44,9 +44,9 @@ async def test_total_pages_from_the_body(page_server, ordered):
 
 
 async def test_total_items_from_a_dotted_path_with_size(page_server):
-    # 95 items at 10 per page: 10 pages, the last one partial
+    # 100 items at 10 per page: 10 pages
     server = await page_server(
-        pages=40, per_page=10, extra=lambda n: {"meta": {"total": 95}}, delay=lambda n: 0.01
+        pages=10, per_page=10, extra=lambda n: {"meta": {"total": 100}}, delay=lambda n: 0.01
     )
     pages_ = PageNumber(total_items="meta.total", size=10)
 
@@ -60,13 +60,13 @@ async def test_total_items_from_a_dotted_path_with_size(page_server):
 
 async def test_total_items_from_a_response_header(page_server):
     server = await page_server(
-        pages=40, per_page=5, headers=lambda n: {"X-Total-Count": "42"}, delay=lambda n: 0.01
+        pages=9, per_page=5, headers=lambda n: {"X-Total-Count": "45"}, delay=lambda n: 0.01
     )
     pages_ = PageNumber(total_items=Header("X-Total-Count"), size=5)
 
     pages = await collect(streampage.stream(server.url, pages=pages_, concurrency=6))
 
-    assert numbers(pages) == list(range(1, 10))  # ceil(42 / 5)
+    assert numbers(pages) == list(range(1, 10))  # ceil(45 / 5)
     assert sorted(server.requests) == list(range(1, 10))
     assert first_page_alone(server)
 
@@ -105,13 +105,9 @@ async def test_total_present_only_on_the_first_page(page_server):
     assert sorted(server.requests) == list(range(1, 8))
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [lambda n: {"total_pages": None}, lambda n: {}],
-    ids=["null-total", "missing-total"],
-)
-async def test_unknown_total_falls_back_to_stopping_at_an_empty_page(page_server, extra):
-    server = await page_server(pages=9, extra=extra)
+async def test_a_null_total_falls_back_to_stopping_at_an_empty_page(page_server):
+    # the field is there and says "unknown": the end is found by looking
+    server = await page_server(pages=9, extra=lambda n: {"total_pages": None})
 
     pages = await collect(
         streampage.stream(server.url, pages=PageNumber(total_pages="total_pages"), concurrency=4)
@@ -120,13 +116,30 @@ async def test_unknown_total_falls_back_to_stopping_at_an_empty_page(page_server
     assert numbers(pages) == list(range(1, 10))
 
 
-async def test_null_header_total_falls_back_to_stopping_at_404(page_server):
+async def test_a_total_field_absent_from_the_first_page_is_a_configuration_error(page_server):
+    # a field that is not there at all is a wrong name, not an unknown total: falling back
+    # would end the data wherever the search happened to end it, and call it complete
+    server = await page_server(pages=9)
+
+    with pytest.raises(streampage.ConfigurationError) as excinfo:
+        await collect(
+            streampage.stream(
+                server.url, pages=PageNumber(total_pages="total_pages"), concurrency=4
+            )
+        )
+
+    assert "'total_pages'" in str(excinfo.value)
+    assert "page, items" in str(excinfo.value)  # the keys that are there
+
+
+async def test_a_total_header_absent_from_the_first_response_is_a_configuration_error(
+    page_server,
+):
     server = await page_server(pages=6, past_end="404")  # no X-Total-Count header at all
     pages_ = PageNumber(total_items=Header("X-Total-Count"), size=3)
 
-    pages = await collect(streampage.stream(server.url, pages=pages_, concurrency=4))
-
-    assert numbers(pages) == list(range(1, 7))
+    with pytest.raises(streampage.ConfigurationError, match="no X-Total-Count header"):
+        await collect(streampage.stream(server.url, pages=pages_, concurrency=4))
 
 
 @pytest.mark.parametrize("retry", [False, True])

@@ -1,0 +1,325 @@
+"""What a source's responses said about how much data there is, and the check at its end.
+
+Transport reliability guarantees every page *asked for*; it cannot tell whether the right
+pages were asked for. So every response is read for evidence of the size of the data (a
+total, a count, a page count, ``X-Total-Count``, ``rel="last"``) and, when the source ends,
+what was delivered is held against it. A run says "complete" only when the data it saw
+agrees, and says "not verifiable" when nothing could be checked.
+
+Drift against loss: a live API gains or loses records while a run goes, and its total moves
+with it. Every page that carries a total is read, and the lowest and highest values seen are
+kept. When the total never moved, the delivered count must equal it exactly. When it moved,
+the delivered count must lie between the lowest and the highest total reported: records
+added or removed during the run explain anything in that range, and nothing explains a
+count outside it (a page-size cap, an ignored parameter or a wrong records path all fall
+short of the *smallest* total the server ever gave).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarl import URL
+
+from ._decode import get_path, has_path
+from ._errors import IncompleteError
+from ._page import Page
+from ._redact import redact_url
+from ._walks import fan_out, parse_link_header
+
+__all__ = [
+    "HEADER_TOTALS",
+    "PAGE_TOTAL_FIELDS",
+    "RECORD_TOTAL_FIELDS",
+    "Completeness",
+    "Tally",
+    "as_count",
+]
+
+#: Body fields that hold the number of records in the whole collection, as widely used
+#: frameworks name them (DRF's ``count`` only beside ``next``: see _body_readers).
+RECORD_TOTAL_FIELDS = (
+    "total",
+    "total_count",
+    "totalCount",
+    "total_items",
+    "totalItems",
+    "total_results",
+    "totalResults",
+    "totalElements",
+    "numFound",
+    "response.numFound",
+    "hits.total.value",
+    "hits.total",
+    "meta.total",
+    "meta.total_count",
+    "meta.totalCount",
+    "meta.total_items",
+    "meta.pagination.total",
+    "pagination.total",
+    "pagination.total_count",
+    "pagination.totalCount",
+    "pagination.total_items",
+    "paging.total",
+    "page.totalElements",
+    "items",  # json-server 1.x: the record count beside ``data`` (a list is not a count)
+)
+#: Body fields that hold the number of pages.
+PAGE_TOTAL_FIELDS = (
+    "total_pages",
+    "totalPages",
+    "pages",
+    "page_count",
+    "pageCount",
+    "last_page",
+    "lastPage",
+    "num_pages",
+    "meta.total_pages",
+    "meta.totalPages",
+    "meta.last_page",
+    "meta.pagination.pages",
+    "meta.pagination.total_pages",
+    "pagination.total_pages",
+    "pagination.totalPages",
+    "pagination.pages",
+    "page.totalPages",
+)
+#: Response headers that carry a total: (name, unit).
+HEADER_TOTALS = (
+    ("X-Total-Count", "records"),
+    ("X-Total", "records"),
+    ("X-Pagination-Total-Count", "records"),
+    ("X-WP-Total", "records"),
+    ("X-Total-Pages", "pages"),
+    ("X-Pagination-Page-Count", "pages"),
+    ("X-WP-TotalPages", "pages"),
+)
+_NOTES = 10
+
+
+def as_count(value: Any) -> int | None:
+    """A whole number >= 0 (an int, or a string of digits), else None: a float or a word is
+    not a count of anything."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+Reader = Callable[[Page[Any]], Any]
+
+
+@dataclass(slots=True)
+class Reported:
+    """A total as the responses reported it: its lowest and highest value over the run."""
+
+    evidence: str
+    unit: str
+    lo: int
+    hi: int
+
+    def see(self, value: int) -> None:
+        if value < self.lo:
+            self.lo = value
+        elif value > self.hi:
+            self.hi = value
+
+
+def _header_reader(name: str) -> Reader:
+    return lambda page: page.response.headers.get(name)
+
+
+def _body_reader(path: str) -> Reader:
+    return lambda page: get_path(page.data, path)
+
+
+def own_totals(paginator: Any) -> list[tuple[str, str, Reader]]:
+    """The totals a paginator was told to read (``total_pages=``, ``total_items=``), when
+    they are a field or a header: checked whatever their names."""
+    found: list[tuple[str, str, Reader]] = []
+    for option, unit in (("total_pages", "pages"), ("total_items", "records")):
+        source = getattr(paginator, option, None)
+        if isinstance(source, str):
+            found.append((f"body field {source!r}", unit, _body_reader(source)))
+        elif source is not None and hasattr(source, "name"):
+            found.append((f"header {source.name}", unit, _header_reader(source.name)))
+    return found
+
+
+def _readers(page: Page[Any], own: list[tuple[str, str, Reader]]) -> list[tuple[str, str, Reader]]:
+    """Where this source reports totals, decided on its first page: the paginator's own
+    totals, then every well-known header and body field that holds a whole number there."""
+    readers = list(own)
+    taken = {evidence for evidence, _unit, _read in readers}
+    headers = page.response.headers
+    for name, unit in HEADER_TOTALS:
+        evidence = f"header {name}"
+        if evidence not in taken and as_count(headers.get(name)) is not None:
+            readers.append((evidence, unit, _header_reader(name)))
+    links = parse_link_header(headers.getall("Link", ()), page.response.url)
+    if "next" in links and "last" in links and "Link rel=last" not in taken:
+        fan = fan_out(links["next"], links["last"])
+        if fan is not None:
+            pages = fan[3]  # counted from this first page, as the delivered pages are
+            readers.append(("Link rel=last", "pages", lambda page: pages))
+    data = page.data
+    fields = [(path, "records") for path in RECORD_TOTAL_FIELDS]
+    fields += [(path, "pages") for path in PAGE_TOTAL_FIELDS]
+    if has_path(data, "next") and has_path(data, "results"):
+        fields.append(("count", "records"))  # Django REST framework: count is the total
+    for path, unit in fields:
+        evidence = f"body field {path!r}"
+        if evidence not in taken and as_count(get_path(data, path)) is not None:
+            readers.append((evidence, unit, _body_reader(path)))
+            taken.add(evidence)
+    return readers
+
+
+@dataclass(slots=True)
+class Tally:
+    """One source's evidence and deliveries; checked when the source ends.
+
+    ``own`` are the totals its paginator was told (or chose) to read: (evidence, unit,
+    reader). ``generic`` adds the well-known fields and headers found on the first page.
+    ``capped``: the user bounded the source on purpose (``max_pages``, ``stop``, a start
+    past the first page), so a shortfall against a total is what was asked for.
+    """
+
+    url: URL
+    own: list[tuple[str, str, Reader]] = field(default_factory=list)
+    generic: bool = True
+    capped: bool = False
+    pages: int = 0
+    records: int = 0
+    countable: bool = True
+    failed: bool = False
+    last_number: int = 0
+    totals: dict[str, Reported] = field(default_factory=dict)
+    readers: list[tuple[str, str, Reader]] | None = None
+
+    def observe(self, page: Page[Any], records: int | None) -> None:
+        """A page was delivered holding ``records`` records (None: they cannot be counted)."""
+        self.pages += 1
+        if page.number > self.last_number:
+            self.last_number = page.number
+        if records is None:
+            self.countable = False
+        else:
+            self.records += records
+        readers = self.readers
+        if readers is None:
+            readers = self.readers = _readers(page, self.own) if self.generic else self.own
+        for evidence, unit, read in readers:
+            value = as_count(read(page))
+            if value is None:
+                continue
+            seen = self.totals.get(evidence)
+            if seen is None:
+                self.totals[evidence] = Reported(evidence, unit, value, value)
+            else:
+                seen.see(value)
+
+    def resumed(self, pages: int, records: int | None) -> None:
+        """Pages (and their records) that a checkpoint holds from earlier runs."""
+        self.pages += pages
+        if records is None:
+            self.countable = False
+        else:
+            self.records += records
+
+    def verdict(self) -> tuple[IncompleteError | None, str, bool]:
+        """(the error, if what was delivered disagrees with a total; a note saying what was
+        checked or why nothing could be; whether anything was checked)."""
+        checked: list[str] = []
+        unchecked: list[str] = []
+        shown = redact_url(self.url)
+        for rep in self.totals.values():
+            delivered = self.pages if rep.unit == "pages" else self.records
+            if rep.unit == "records" and not self.countable:
+                unchecked.append(f"{rep.evidence} (the records of a page cannot be counted)")
+                continue
+            span = f"{rep.lo:,}" if rep.lo == rep.hi else f"{rep.lo:,} to {rep.hi:,}"
+            if self.capped:
+                if delivered > rep.hi and rep.unit == "records":
+                    return self._error(rep, delivered, shown), "", True
+                unchecked.append(f"{rep.evidence}: the run was bounded (stop, max_pages)")
+                continue
+            if rep.lo <= delivered <= rep.hi:
+                checked.append(f"{delivered:,} {rep.unit} = {span} ({rep.evidence})")
+            else:
+                return self._error(rep, delivered, shown), "", True
+        if checked:
+            return None, "; ".join(checked), True
+        if unchecked:
+            return None, "not verifiable: " + "; ".join(unchecked), False
+        return None, "not verifiable: no response reported a total", False
+
+    def _error(self, rep: Reported, delivered: int, shown: str) -> IncompleteError:
+        expected = rep.lo if delivered < rep.lo else rep.hi
+        span = f"{rep.lo:,}" if rep.lo == rep.hi else f"between {rep.lo:,} and {rep.hi:,}"
+        if delivered < rep.lo:
+            cause = (
+                "Likely causes: the paginator stopped early or skipped pages (a wrong or "
+                "guessed paginator, a next field or cursor it does not find), the server "
+                "caps the page size below what was asked, or the records are counted from "
+                "the wrong list (name it with items= or records)."
+            )
+        else:
+            cause = (
+                "More was delivered than exists: pages overlap (a server that ignores a "
+                "parameter, or a page size that differs from the one the paginator assumes)."
+            )
+        return IncompleteError(
+            f"{shown}: delivered {delivered:,} {rep.unit}, but the server reported {span} "
+            f"({rep.evidence}). {cause}",
+            page=self.last_number + 1,
+            url=shown,
+            expected=expected,
+            delivered=delivered,
+            unit=rep.unit,
+            evidence=rep.evidence,
+        )
+
+
+@dataclass
+class Completeness:
+    """What a finished stream could check of its own completeness (``stream.completeness``).
+
+    ``verified`` sources ended in agreement with a total their responses reported;
+    ``unverifiable`` ones reported none (a cursor walk with no count), so nothing could be
+    checked; ``incomplete`` ones disagreed (an IncompleteError, raised or in failures).
+    ``notes`` holds what was checked, or why not, for the first few sources.
+    """
+
+    verified: int = 0
+    unverifiable: int = 0
+    incomplete: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """ "verified", "not verifiable", "partly verified" or "incomplete"."""
+        if self.incomplete:
+            return "incomplete"
+        if self.verified and not self.unverifiable:
+            return "verified"
+        if self.verified:
+            return "partly verified"
+        return "not verifiable"
+
+    def add(self, verdict: tuple[IncompleteError | None, str, bool], source: str) -> None:
+        error, note, checked = verdict
+        if error is not None:
+            self.incomplete += 1
+            note = str(error)
+        elif checked:
+            self.verified += 1
+        else:
+            self.unverifiable += 1
+        if len(self.notes) < _NOTES:
+            self.notes.append(f"{source}: {note}" if source else note)
