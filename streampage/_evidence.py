@@ -249,8 +249,13 @@ class Tally:
                     return self._error(rep, delivered, shown), "", True
                 unchecked.append(f"{rep.evidence}: the run was bounded (stop, max_pages)")
                 continue
-            if rep.lo <= delivered <= rep.hi:
-                checked.append(f"{delivered:,} {rep.unit} = {span} ({rep.evidence})")
+            if rep.lo == delivered == rep.hi:
+                checked.append(f"{delivered:,} {rep.unit} as {rep.evidence} says")
+            elif rep.lo <= delivered <= rep.hi:
+                checked.append(
+                    f"{delivered:,} {rep.unit}, within the {span} that {rep.evidence} said "
+                    "while the data changed"
+                )
             else:
                 return self._error(rep, delivered, shown), "", True
         if checked:

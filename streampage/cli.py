@@ -34,9 +34,9 @@ import msgspec
 
 from . import __version__, _runner
 from ._decode import get_path
-from ._errors import ConfigurationError, PageError, StreamPageError
+from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
 from ._http import is_secret_header
-from ._into import as_records
+from ._into import as_records, path_records
 from ._pagination import Header, Offset, PageNumber, Paginator
 from ._policy import RateLimit, RetryPolicy, Timeout
 from ._redact import REDACTED, SECRET_PARAMS, redact_url
@@ -424,6 +424,12 @@ def _fetch_parser(sub: Any) -> None:
         help="next-url, link: follow links to another origin (without the secret headers)",
     )
     p.add_argument("--max-pages", type=_whole(1), metavar="N", help="fetch at most N pages")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not hold the run against totals found by their usual names (total, count, "
+        "X-Total-Count, ...); totals named with --total-pages/--total-items are still checked",
+    )
 
     c = fetch.add_argument_group("speed and resilience")
     c.add_argument(
@@ -884,7 +890,7 @@ def _records_of(spec: str, announce: Callable[[str], None]) -> Callable[[Any], l
         return lambda body: [body]
     if not spec or spec.startswith(".") or spec.endswith(".") or ".." in spec:
         raise UsageError(f"--records {spec!r} is not a dotted path like data.items (or . or auto)")
-    return lambda body: as_records(get_path(body, spec))
+    return path_records(spec)  # a path absent from the first page is an error, not 0 records
 
 
 @dataclass
@@ -1025,6 +1031,7 @@ def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
         "on_error": args.on_error,
         "verify_tls": not args.insecure,
         "max_pages": args.max_pages,
+        "verify": not args.no_verify,
     }
     plan = _Plan(
         url=args.url,
@@ -1098,7 +1105,7 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
     else:
         code = 0
     if not args.quiet and code != 2:
-        _print_fetch_summary(s.stats, plan, scrub, code)
+        _print_fetch_summary(s, plan, scrub, code)
     if failures:
         _print_failures(s, scrub)
     if error is not None:
@@ -1193,6 +1200,12 @@ _LISTED = 20
 
 def _print_failures(s: Stream[Any], scrub: Callable[[str], str]) -> None:
     rows = _failure_rows(s, scrub)
+    incomplete = [f.error for f in s.failures if isinstance(f.error, IncompleteError)]
+    for error in incomplete:
+        print(f"{PROG}: incomplete: {scrub(_one_line(str(error)))}", file=sys.stderr)
+    rows = [row for row in rows if row["error"] != "IncompleteError"]
+    if not rows:
+        return
     print(f"{PROG}: {len(rows)} page{'s' * (len(rows) != 1)} failed:", file=sys.stderr)
     for row in rows[:_LISTED]:
         what = f"HTTP {row['status']}" if row["status"] else row["error"]
@@ -1219,7 +1232,15 @@ def _write_stats_json(
         "pages": stats.pages,
         "records": stats.records,
         "committed_pages": stats.committed_pages,
+        "completeness": {
+            "status": s.completeness.status,
+            "verified_sources": s.completeness.verified,
+            "unverifiable_sources": s.completeness.unverifiable,
+            "incomplete_sources": s.completeness.incomplete,
+            "notes": [scrub(note) for note in s.completeness.notes],
+        },
         "requests": stats.requests,
+        "requests_past_end": stats.past_end,
         "bytes": stats.bytes,
         "retries": dict(stats.retries),
         "total_retries": stats.total_retries,
@@ -1243,8 +1264,9 @@ def _write_stats_json(
 
 
 def _print_fetch_summary(
-    stats: StreamStats, plan: _Plan, scrub: Callable[[str], str], code: int
+    s: Stream[Any], plan: _Plan, scrub: Callable[[str], str], code: int
 ) -> None:
+    stats = s.stats
     pages = f"{stats.pages:,}"
     if plan.target.checkpointed:
         pages += f" ({stats.committed_pages:,} committed)"
@@ -1267,12 +1289,42 @@ def _print_fetch_summary(
         ("time", f"{stats.elapsed:.2f} s"),
         ("pages/s", f"{stats.pages_per_second:,.1f}"),
         ("time to first page", "-" if first is None else f"{first * 1000:.1f} ms"),
-        ("requests", f"{stats.requests:,} ({stats.bytes / 1e6:,.1f} MB received)"),
+        ("requests", _requests(stats)),
         ("retries", ", ".join(f"{n} {why}" for why, n in stats.retries.items()) or "0"),
         ("waits (all workers)", ", ".join(waits) or "-"),
-        ("result", _RESULTS.get(code, "failed")),
+        ("result", _result(s, code, scrub)),
     ]
     _print_table("streampage fetch", rows, sys.stderr)
+
+
+def _requests(stats: StreamStats) -> str:
+    text = f"{stats.requests:,} ({stats.bytes / 1e6:,.1f} MB received"
+    if stats.past_end:
+        text += f"; {stats.past_end:,} for pages past the end"
+    return text + ")"
+
+
+def _result(s: Stream[Any], code: int, scrub: Callable[[str], str]) -> str:
+    """The result line: "complete" says what it was checked against, or that nothing
+    could be checked; never more than the run knows."""
+    if code != 0:
+        return _RESULTS.get(code, "failed")
+    done = s.completeness
+    if done.status == "verified":
+        if len(done.notes) == 1:
+            checks = done.notes[0].split("; ")
+            n = len(checks) - 1
+            more = f" (and {n} more total{'s agree' if n > 1 else ' agrees'})" if n else ""
+            return f"complete, verified: {scrub(checks[0])}{more}"
+        return f"complete, verified: {done.verified:,} sources, each against its total"
+    if done.status == "partly verified":
+        return (
+            f"complete; {done.verified:,} sources verified against their totals, "
+            f"{done.unverifiable:,} not verifiable (no total reported)"
+        )
+    reason = done.notes[0] if len(done.notes) == 1 else "no response reported a total"
+    reason = reason.removeprefix("not verifiable: ")
+    return f"complete as far as can be told (not verifiable: {scrub(reason)})"
 
 
 _RESULTS = {
