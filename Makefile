@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit pg-server bench soak clean
+.PHONY: demo test lint typecheck unit pg-server bench bench-auto soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ pg-server:
 ## bench: streampage against the gather pattern, threads and a hand-written loop (minutes)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+
+## bench-auto: pages=auto on a DRF-style API, against PageNumber and a next-link walk (~3-5 min)
+bench-auto: $(STAMP)
+	$(PY) benchmarks/auto_fanout.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache benchmarks/.work
