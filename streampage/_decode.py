@@ -135,10 +135,14 @@ def find_records(data: Any) -> Any:
 def count_records(data: Any) -> int | None:
     """Records on a page by the default rule (0 when empty), or None when it cannot tell:
     the body's list, or the only list field of an object."""
-    if is_empty(data):
+    if isinstance(data, list):
+        return len(data)
+    if not data:
         return 0
-    records = find_records(data)
-    return len(records) if isinstance(records, list | tuple) else None
+    lists = _list_fields(data)  # once: this runs for every page
+    if len(lists) == 1:
+        return len(lists[0])
+    return 0 if lists and not any(lists) else None
 
 
 def _list_fields(data: Any) -> list[Any]:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from yarl import URL
 
 from ._checkpoint import Resume
-from ._decode import find_records, get_path, has_path, is_empty, keys_of
+from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, DecodeError, PaginationError
 from ._page import Page
 from ._redact import redact_url
@@ -419,13 +419,10 @@ class _IndexedRun:
         """Records on a page (0 when empty), or None when they cannot be counted."""
         items = self._items
         if items is None:
-            if is_empty(data):
-                return 0
-            records = find_records(data)
-        else:
-            records = get_path(data, items) if isinstance(items, str) else items(data)
-            if not records:
-                return 0
+            return count_records(data)
+        records = get_path(data, items) if isinstance(items, str) else items(data)
+        if not records:
+            return 0
         return len(records) if isinstance(records, list | tuple) else None
 
     def _end_at(self, last: int) -> None:
