@@ -243,7 +243,7 @@ class Engine:
         self.completeness.add(verdict, named)
         if error is not None:
             error.source = walk.source
-            logger.warning("%s", error)
+            logger.info("%s", error)  # delivered as an error too: raised, or in failures
             await self._result(walk, seq, error)
 
     # ------------------------------------------------------------------ workers

@@ -115,6 +115,42 @@ async def test_jsonl_output_is_complete_exactly_once_with_stats_json(tmp_path: P
     assert doc["output"] == f"{out} (JSON Lines)"
 
 
+@pytest.mark.parametrize(
+    ("style", "says"),
+    [
+        ("page", "result               complete, verified: 300 records as header X-Total-Count"),
+        ("cursor", "result               complete as far as can be told (not verifiable"),
+    ],
+)
+async def test_the_result_says_what_complete_was_checked_against(
+    tmp_path: Path, style: str, says: str
+) -> None:
+    # a total in the responses verifies the run; a cursor walk with none cannot be verified,
+    # and the summary says so rather than claim more than it knows
+    out, stats = tmp_path / "items.jsonl", tmp_path / "stats.json"
+    async with demo_api(style=style) as url:
+        run = await fetch(url, "-o", str(out), "--stats-json", str(stats))
+    assert run.code == 0, run
+    assert says in run.err
+    document = json.loads(stats.read_text())
+    assert document["completeness"]["status"] == (
+        "verified" if style == "page" else "not verifiable"
+    )
+
+
+async def test_a_run_short_of_its_total_exits_1_and_says_expected_against_delivered(
+    tmp_path: Path,
+) -> None:
+    # --pages link on a page-number API: no Link header, one page; X-Total-Count says 300
+    out = tmp_path / "items.jsonl"
+    async with demo_api() as url:
+        run = await fetch(url, "--pages", "link", "-o", str(out))
+    assert run.code == 1, run
+    assert "delivered 10 records, but the server reported 300 (header X-Total-Count)" in run.err
+    assert "result               incomplete" in run.err
+    assert run.err.count("delivered 10 records") == 1  # said once, not logged and raised
+
+
 async def test_sqlite_output_with_a_table_and_stats_json_on_stdout(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     async with demo_api(style="offset") as url:
