@@ -17,7 +17,7 @@ from ._decode import find_records, get_path, has_path, is_empty
 from ._errors import PageError, PaginationError
 from ._evidence import HEADER_TOTALS, PAGE_TOTAL_FIELDS, RECORD_TOTAL_FIELDS, as_count
 from ._page import Page
-from ._pagination import Header, Offset, PageNumber, Paginator, ValueSource, _IndexedRun
+from ._pagination import Header, Offset, PageNumber, Paginator, ValueSource
 from ._redact import redact_url
 from ._walks import Cursor, LinkHeader, NextURL, parse_link_header
 
@@ -124,12 +124,11 @@ logger = logging.getLogger("streampage")
 @dataclass(frozen=True)
 class _Choice:
     """What Auto decided: the paginator (as a user could name it), the URL it begins from (a
-    next link, when the pages fan out along it), the value the index parameter has on the
-    first page, and whether to confirm the guess on the second page alone."""
+    next link, when the pages fan out along it), and whether to confirm the guess on the
+    second page alone."""
 
     pages: Paginator
     url: URL
-    shift: int = 0
     confirm: bool = True
 
 
@@ -237,7 +236,7 @@ def _fan_along(
         )
     else:
         return None
-    return _Choice(numbered, nxt, shift=here - 1)
+    return _Choice(numbered, nxt)
 
 
 def detect(page: Page[Any], url: URL | None = None) -> _Choice | None:
@@ -282,6 +281,8 @@ def _indexed(
     data = page.data
     in_url = _query_int(url, _PAGE_PARAMS)
     param, here = in_url if in_url is not None else ("page", 1)
+    if in_url is None and any(_whole(get_path(data, f)) == 0 for f in _PAGE_ECHO_FIELDS):
+        here = 0  # the first page echoes page 0: a zero-based API (Spring Data's "number")
     size_name = _query_name(url, _SIZE_PARAMS)
     # offsets: an offset parameter in the URL, or one echoed in the body
     offset_in_url = _query_int(url, _OFFSET_PARAMS)
@@ -308,11 +309,8 @@ def _indexed(
             limit=limit, start=start, param=off_param, limit_param=limit_param, total_items=items
         )
         return _Choice(offset, url)
-    shift = here - 1
     if pages is not None:
-        return _Choice(
-            PageNumber(start=here, param=param, total_pages=pages, size_param=None), url, shift
-        )
+        return _Choice(PageNumber(start=here, param=param, total_pages=pages, size_param=None), url)
     echoed = in_url is not None or isinstance(data, list)
     echoed = echoed or any(_whole(get_path(data, f)) in (here, here - 1) for f in _PAGE_ECHO_FIELDS)
     echoed = echoed or any(_whole(get_path(data, f)) == here + 1 for f in _INT_NEXT_PAGE_FIELDS)
@@ -320,14 +318,14 @@ def _indexed(
         numbered = PageNumber(
             start=here, param=param, total_items=items, size=per_page, size_param=None
         )
-        return _Choice(numbered, url, shift)
+        return _Choice(numbered, url)
     for field in _HAS_MORE_FIELDS:
         if isinstance(get_path(data, field), bool):
             return _Choice(
-                PageNumber(start=here, param=param, has_more=field, size_param=None), url, shift
+                PageNumber(start=here, param=param, has_more=field, size_param=None), url
             )
     if (echoed and not is_empty(data)) or isinstance(data, list):
-        return _Choice(PageNumber(start=here, param=param, size_param=None), url, shift)
+        return _Choice(PageNumber(start=here, param=param, size_param=None), url)
     return None
 
 
@@ -467,25 +465,8 @@ class _AutoRun:
         """The chosen paginator's run, numbering pages from 1 like Auto does (a page
         parameter that starts at 0 or 5 in the URL is shifted, not renumbered)."""
         spec = choice.pages
-        if isinstance(spec, PageNumber) and choice.shift:
-            sent = {spec.size_param: spec.size} if spec.size and spec.size_param else {}
-            return _IndexedRun(
-                spec=spec,
-                url=choice.url,
-                first=1,
-                last=None,
-                max_pages=self._max_pages,
-                param=spec.param,
-                extra=sent,
-                size=spec.size,
-                offsets=None,
-                total_pages=spec.total_pages,
-                total_items=spec.total_items,
-                has_more=spec.has_more,
-                items=spec.items,
-                resume=self._resume,
-                shift=choice.shift,
-            )
+        if isinstance(spec, PageNumber):
+            return spec.run_from(1, choice.url, max_pages=self._max_pages, resume=self._resume)
         return spec.begin(choice.url, max_pages=self._max_pages, resume=self._resume)
 
     def settled(self, number: int) -> None:

@@ -169,12 +169,20 @@ class PageNumber:
         self, url: URL, *, max_pages: int | None, resume: Resume | None = None
     ) -> _IndexedRun:
         """A fresh run state for one stream over ``url`` (its query already merged)."""
+        return self.run_from(self.start, url, max_pages=max_pages, resume=resume)
+
+    def run_from(
+        self, first: int, url: URL, *, max_pages: int | None, resume: Resume | None = None
+    ) -> _IndexedRun:
+        """A run whose pages are numbered from ``first`` while the parameter still starts
+        at ``start`` (pages=auto numbers every source from 1, whatever its first page is)."""
         sent = {self.size_param: self.size} if self.size is not None and self.size_param else {}
+        shift = self.start - first
         return _IndexedRun(
             spec=self,
             url=url,
-            first=self.start,
-            last=self.stop,
+            first=first,
+            last=None if self.stop is None else self.stop - shift,
             max_pages=max_pages,
             param=self.param,
             extra=sent,
@@ -185,6 +193,7 @@ class PageNumber:
             has_more=self.has_more,
             items=self.items,
             resume=resume,
+            shift=shift,
         )
 
     @property

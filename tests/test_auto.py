@@ -159,6 +159,33 @@ async def test_a_response_that_points_two_ways_asks_to_name_one(api, caplog):
     assert delivered == [1]  # the first page itself was fine, and is not lost
 
 
+@pytest.mark.parametrize("query", ["", "?page=0&size=3"], ids=["bare-url", "page-0-in-url"])
+async def test_a_zero_based_page_count_starts_at_page_0(api, caplog, query):
+    # Spring Data: ?page=0 is the first page, echoed as "number"; totalPages and
+    # totalElements say how far it goes. Pages are still numbered from 1 for the caller.
+    def handler(request: web.Request, page: int) -> web.Response:
+        index = int(request.query.get("page", "0"))
+        body = {
+            "content": items(index + 1),
+            "number": index,
+            "size": 3,
+            "totalPages": LAST,
+            "totalElements": LAST * 3,
+        }
+        return web.json_response(body)
+
+    url, seen = await api(handler)
+    with caplog.at_level(logging.INFO, logger="streampage"):
+        s = streampage.stream(url + query, concurrency=4)
+        pages = await collect(s)
+
+    assert sorted(i for p in pages for i in p.data["content"]) == ALL
+    assert [p.number for p in pages] == list(range(1, LAST + 1))
+    assert "PageNumber(start=0" in caplog.text
+    assert s.completeness.status == "verified"
+    assert len(seen) == LAST  # page=0..3, nothing past the end
+
+
 def test_auto_is_the_default() -> None:
     s = streampage.stream("http://127.0.0.1:1/items")
     assert isinstance(s._sources._pages, streampage.Auto)
