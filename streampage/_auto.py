@@ -479,7 +479,7 @@ class _AutoRun:
         """Page 2 of a guess: empty while the total says there is more means the guessed
         parameter is not the API's (it took it as a filter, or ignored it)."""
         run = self._run
-        last = getattr(run, "_last", None)
+        last = run.last
         if run.open_ended or last is None or last < page.number:
             return
         if self.count(page.data) == 0:
@@ -513,7 +513,7 @@ class _AutoRun:
                     self.param,
                 )
                 self._stopped = True
-                run._end_at(number - 1)
+                run.end_at(number - 1)
                 return True
             self._stopped = True
             return False

@@ -307,11 +307,11 @@ class _IndexedRun:
         if self.open_ended:
             count = self.count(page.data)
             if count == 0:
-                self._end_at(number - 1)
+                self.end_at(number - 1)
                 return False
             step = self._offsets[1] if self._offsets is not None else None
             if step is not None and count is not None and count < step:
-                self._end_at(number)  # a short page is the last one, and is delivered
+                self.end_at(number)  # a short page is the last one, and is delivered
         if self._has_more is not None:
             more = (
                 get_path(page.data, self._has_more)
@@ -319,7 +319,7 @@ class _IndexedRun:
                 else self._has_more(page)
             )
             if not more:
-                self._end_at(number)
+                self.end_at(number)
         return self._done is None or number not in self._done
 
     def _learn(self, page: Page[Any]) -> None:
@@ -357,7 +357,7 @@ class _IndexedRun:
                     pages = math.ceil(items / self._size)
         if pages is not None:
             self.open_ended = False
-            self._end_at(self._first + pages - 1)
+            self.end_at(self._first + pages - 1)
 
     def _check_cap(self, page: Page[Any], served: int | None, items: int) -> None:
         """A first page shorter than ``size`` while the total says there is more: the server
@@ -404,7 +404,7 @@ class _IndexedRun:
         # A 404 past the data is how many APIs (Django REST framework) say "no such page";
         # on the first page it is a wrong URL, which the caller reports as an error.
         if self.open_ended and status == 404 and number > self._first:
-            self._end_at(number - 1)
+            self.end_at(number - 1)
             return True
         return False
 
@@ -413,7 +413,7 @@ class _IndexedRun:
         of an open-ended run, that is the end (json-server 1.x answers pages past the end
         with the last page again); otherwise the caller reports an error."""
         if self.open_ended and number > self._first + 1:
-            self._end_at(number - 1)
+            self.end_at(number - 1)
             return True
         return False
 
@@ -423,6 +423,11 @@ class _IndexedRun:
 
     def past_end(self, number: int) -> bool:
         return self._last is not None and number > self._last
+
+    @property
+    def last(self) -> int | None:
+        """The last page number, as far as is known now."""
+        return self._last
 
     def count(self, data: Any) -> int | None:
         """Records on a page (0 when empty), or None when they cannot be counted."""
@@ -434,7 +439,8 @@ class _IndexedRun:
             return 0
         return len(records) if isinstance(records, list | tuple) else None
 
-    def _end_at(self, last: int) -> None:
+    def end_at(self, last: int) -> None:
+        """The data ends at page ``last`` (the end only ever moves down)."""
         if self._last is None or last < self._last:
             self._last = last
             self.on_end(last)

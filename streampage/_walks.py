@@ -156,6 +156,11 @@ class _WalkRun:
     def past_end(self, number: int) -> bool:
         return False
 
+    @property
+    def last(self) -> int | None:
+        """The last page number, when known before the walk gets there (never, for a walk)."""
+        return None
+
     def _end(self) -> None:
         self._ended = True
         self._changed.set()
@@ -388,6 +393,10 @@ class _LinkRun(_WalkRun):
 
     def past_end(self, number: int) -> bool:
         return self._fan is not None and number > self._fan[3]
+
+    @property
+    def last(self) -> int | None:
+        return None if self._fan is None else self._fan[3]
 
     def follow(self, page: Page[Any]) -> URL | None:
         if self._fan is not None:
