@@ -13,9 +13,18 @@ from typing import Any
 from yarl import URL
 
 from ._checkpoint import Resume
-from ._decode import find_records, get_path, has_path, is_empty
+from ._decode import find_records, get_path, is_empty
 from ._errors import PageError, PaginationError
-from ._evidence import HEADER_TOTALS, PAGE_TOTAL_FIELDS, RECORD_TOTAL_FIELDS, as_count
+from ._evidence import (
+    HAS_MORE_FIELDS,
+    HEADER_TOTALS,
+    NEXT_LINK_FIELDS,
+    PAGE_TOTAL_FIELDS,
+    RECORD_TOTAL_FIELDS,
+    as_count,
+    count_is_total,
+    says_more,
+)
 from ._page import Page
 from ._pagination import Header, Offset, PageNumber, Paginator, ValueSource
 from ._redact import redact_url
@@ -23,22 +32,6 @@ from ._walks import Cursor, LinkHeader, NextURL, parse_link_header
 
 __all__ = ["Auto", "describe", "detect"]
 
-_NEXT_URL_FIELDS = (
-    "next",
-    "next_url",
-    "nextUrl",
-    "next_page_url",
-    "nextPageUrl",
-    "links.next",
-    "links.next.href",
-    "_links.next.href",
-    "paging.next",
-    "pagination.next",
-    "pagination.next_url",
-    "meta.next",
-    "meta.next_page_url",
-    "@odata.nextLink",
-)
 #: field of the next cursor -> the query parameter it goes back in
 _CURSOR_FIELDS = {
     "next_cursor": "cursor",
@@ -116,7 +109,6 @@ _PAGE_ECHO_FIELDS = (
     "number",  # Spring Data (zero-based)
 )
 _INT_NEXT_PAGE_FIELDS = ("next_page", "nextPage", "meta.next_page", "pagination.next_page", "next")
-_HAS_MORE_FIELDS = ("has_more", "hasMore", "has_next", "hasNext", "more", "meta.has_more")
 
 logger = logging.getLogger("streampage")
 
@@ -169,8 +161,7 @@ def _totals(page: Page[Any]) -> tuple[ValueSource | None, ValueSource | None]:
     headers = page.response.headers
     items: ValueSource | None = None
     pages: ValueSource | None = None
-    drf = has_path(data, "next") and has_path(data, "results")
-    for path in (*RECORD_TOTAL_FIELDS, *(("count",) if drf else ())):
+    for path in (*RECORD_TOTAL_FIELDS, *(("count",) if count_is_total(data) else ())):
         if as_count(get_path(data, path)) is not None:
             items = path
             break
@@ -255,7 +246,7 @@ def detect(page: Page[Any], url: URL | None = None) -> _Choice | None:
     if "next" in links:
         fan = None if "last" in links else _fan_along(url, links["next"], per_page, items, pages)
         found.append(fan or _Choice(LinkHeader(), url))
-    for field in _NEXT_URL_FIELDS:
+    for field in NEXT_LINK_FIELDS:
         value = get_path(data, field)
         if _is_link(value):
             nxt = page.response.url.join(URL(value))
@@ -319,7 +310,7 @@ def _indexed(
             start=here, param=param, total_items=items, size=per_page, size_param=None
         )
         return _Choice(numbered, url)
-    for field in _HAS_MORE_FIELDS:
+    for field in HAS_MORE_FIELDS:
         if isinstance(get_path(data, field), bool):
             return _Choice(
                 PageNumber(start=here, param=param, has_more=field, size_param=None), url
@@ -377,6 +368,8 @@ class _AutoRun:
         self._confirm: int | None = None
         self._confirmed = asyncio.Event()
         self._stopped = False
+        #: the first response said there is more than it holds (a total, has_more)
+        self._more = False
         self.param: str | None = None
 
     @property
@@ -458,6 +451,7 @@ class _AutoRun:
         self.param = getattr(run, "param", None)
         if choice.confirm:
             self._confirm = 0
+            self._more = says_more(page)
         self._decided.set()
         return bool(run.adopt(page))
 
@@ -478,19 +472,17 @@ class _AutoRun:
     def _check_confirmation(self, page: Page[Any]) -> None:
         """Page 2 of a guess: empty while the total says there is more means the guessed
         parameter is not the API's (it took it as a filter, or ignored it)."""
-        run = self._run
-        last = run.last
-        if run.open_ended or last is None or last < page.number:
-            return
-        if self.count(page.data) == 0:
+        last = self._run.last
+        more = self._more or (last is not None and last >= page.number)
+        if more and self.count(page.data) == 0:
             self._stopped = True
             shown = redact_url(page.response.url)
             raise PaginationError(
                 f"pages=auto guessed that the query parameter {self.param!r} selects pages, "
-                f"but page {page.number} ({shown}) is empty although the first page's total "
-                f"says there are {last} pages: the server does not take {self.param!r} as its "
-                "page parameter. Name the paginator with pages=... (or put the API's own "
-                "page parameter in the URL, e.g. ?_page=1).",
+                f"but page {page.number} ({shown}) is empty although the first page says "
+                f"there is more: the server does not take {self.param!r} as its page "
+                "parameter. Name the paginator with pages=... (or put the API's own page "
+                "parameter in the URL, e.g. ?_page=1).",
                 page=page.number,
                 url=shown,
             )
@@ -503,7 +495,7 @@ class _AutoRun:
         if run is None:
             return False
         if number == self._confirm:
-            if run.open_ended:
+            if run.open_ended and not self._more:
                 logger.info(
                     "pages=auto: page %d is page %d again: the server ignores the page "
                     "parameter %r (or does not paginate), so the first page is all there is "
@@ -515,6 +507,7 @@ class _AutoRun:
                 self._stopped = True
                 run.end_at(number - 1)
                 return True
+            # the first page said there is more: the guess is wrong, and the caller says so
             self._stopped = True
             return False
         ends = getattr(run, "repeats", None)
@@ -522,6 +515,19 @@ class _AutoRun:
 
     def ends_at_status(self, number: int, status: int) -> bool:
         return self._run is not None and bool(self._run.ends_at_status(number, status))
+
+    def end_at(self, last: int) -> None:
+        end_at = getattr(self._run, "end_at", None)
+        if end_at is not None:
+            end_at(last)
+
+    @property
+    def last(self) -> int | None:
+        return None if self._run is None else self._run.last
+
+    @property
+    def bounded(self) -> bool:
+        return bool(getattr(self._run, "bounded", False))
 
     def failed(self, number: int) -> None:
         if self._run is not None:

@@ -111,49 +111,71 @@ def keys_of(data: Any) -> str:
 def is_empty(data: Any) -> bool:
     """Does a decoded body hold no records? The default end-of-data test when no total is known.
 
-    Empty: ``None``, an empty list or object, or an object (mapping or struct) that has list
-    fields, all of them empty (``{"items": [], "page": 7}``). An object with no list field
-    is never empty: there is nothing to tell by, so pass ``items=`` to the paginator.
+    Empty: ``None``, an empty list or object, or an object (mapping or struct) whose list of
+    records (see find_records) is empty, or, when that list cannot be told, whose list
+    fields are all empty (``{"items": [], "page": 7}``). An object with no list field is
+    never empty: there is nothing to tell by, so pass ``items=`` to the paginator.
     """
-    if not data:
-        return True
-    if isinstance(data, list):
-        return False
-    lists = _list_fields(data)
-    return bool(lists) and not any(lists)
+    return count_records(data) == 0
 
 
 def find_records(data: Any) -> Any:
     """The list of records in a body: the body itself if it is a list, else the only list
-    field of an object (``{"items": [...], "page": 3}``); None when that is ambiguous."""
+    field of an object (``{"items": [...], "page": 3}``), else one level down when the top
+    has none (Elasticsearch's ``hits.hits``); among several, the one with a name records go
+    by (``data`` beside Laravel's ``links``). None when that is still ambiguous."""
     if isinstance(data, list):
         return data
     lists = _list_fields(data)
-    return lists[0] if len(lists) == 1 else None
+    if len(lists) == 1:
+        return lists[0][1]
+    for name, value in lists:
+        if name in _RECORD_NAMES:
+            return value
+    return None
 
 
 def count_records(data: Any) -> int | None:
     """Records on a page by the default rule (0 when empty), or None when it cannot tell:
-    the body's list, or the only list field of an object."""
+    the list find_records finds; 0 when it finds none but every list field is empty."""
     if isinstance(data, list):
         return len(data)
     if not data:
         return 0
     lists = _list_fields(data)  # once: this runs for every page
     if len(lists) == 1:
-        return len(lists[0])
-    return 0 if lists and not any(lists) else None
+        return len(lists[0][1])
+    for name, value in lists:
+        if name in _RECORD_NAMES:
+            return len(value)
+    return 0 if lists and not any(value for _name, value in lists) else None
 
 
-def _list_fields(data: Any) -> list[Any]:
-    """The list-valued fields of an object (a mapping or a msgspec Struct)."""
+#: Names a body's list of records goes by, to choose among several lists.
+_RECORD_NAMES = frozenset(
+    ("items", "data", "results", "records", "value", "content", "hits", "entries", "rows")
+)
+
+
+def _list_fields(data: Any) -> list[tuple[str, Any]]:
+    """The list-valued fields of an object (a mapping or a msgspec Struct), by name; when
+    it has none, those of the objects it holds, one level down."""
+    found = _lists_of(data)
+    if found or not isinstance(data, Mapping | msgspec.Struct):
+        return found
+    return [pair for _name, value in _fields_of(data) for pair in _lists_of(value)]
+
+
+def _lists_of(data: Any) -> list[tuple[str, Any]]:
+    return [(name, v) for name, v in _fields_of(data) if isinstance(v, list | tuple)]
+
+
+def _fields_of(data: Any) -> Any:
     if isinstance(data, msgspec.Struct):
-        values: Any = (getattr(data, f) for f in data.__struct_fields__)
-    elif isinstance(data, Mapping):
-        values = data.values()
-    else:
-        return []
-    return [v for v in values if isinstance(v, list | tuple)]
+        return ((f, getattr(data, f)) for f in data.__struct_fields__)
+    if isinstance(data, Mapping):
+        return data.items()
+    return ()
 
 
 PathOrCallable = str | Callable[[Any], Any]

@@ -31,7 +31,7 @@ import anyio
 import msgspec
 from yarl import URL
 
-from ._decode import decode_body
+from ._decode import count_records, decode_body
 from ._errors import (
     ConfigurationError,
     DecodeError,
@@ -41,7 +41,7 @@ from ._errors import (
     RequestError,
     StreamPageError,
 )
-from ._evidence import Completeness
+from ._evidence import Completeness, last_page_said
 from ._http import HttpClient, Response, Transient
 from ._page import Page, ResponseInfo
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
@@ -201,15 +201,15 @@ class Engine:
                     number = await run.next()
                 except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
                     error.source = source
+                    walk.broken = True
                     await self._result(walk, seq, error)
-                    return
+                    break
                 if number is None or walk.broken:
                     break
                 if walk.first is None:
                     walk.first = number
                 self.outstanding += 1
                 walk.handed += 1
-                walk.unsettled.add(number)
                 await put((walk, seq, number))
                 seq += 1
             if active is not None:
@@ -235,8 +235,10 @@ class Engine:
             await walk.drained.wait()
         tally = walk.tally
         if walk.broken or tally.failed:
-            self.completeness.incomplete += 1
+            self.completeness.add((None, "pages failed: see the errors", False), "", failed=True)
             return
+        tally.capped = tally.capped or self._sources.max_pages is not None
+        tally.capped = tally.capped or bool(getattr(walk.run, "bounded", False))
         verdict = tally.verdict()
         error = verdict[0]
         named = "" if self._sources.single is not None else repr(walk.source)
@@ -281,7 +283,6 @@ class Engine:
                 else:
                     payload = await fetch(walk, number)
             finally:
-                walk.settle(number)
                 if walk.on_settle is not None:
                     walk.on_settle(number)
             try:
@@ -340,7 +341,7 @@ class Engine:
                         data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
                         page = Page(number, data, info, walk.source)
-                        return await self._accept(walk, page, hash(resp.body))
+                        return self._accept(walk, page, hash(resp.body))
                     except DecodeError as exc:
                         decode_failures += 1
                         error = exc
@@ -379,11 +380,11 @@ class Engine:
             stats.backoff_seconds += wait
             await asyncio.sleep(wait)
 
-    async def _accept(self, walk: Walk, page: Page[Any], digest: int) -> Page[Any] | None:
-        """Pass a decoded page to its paginator, after comparing its body with both of its
-        neighbours' (whichever arrived first): a page that repeats the one before it is
-        never delivered. Runs whose end is unknown release pages in order, so that the
-        repeat of a page past the end is found before it could be released."""
+    def _accept(self, walk: Walk, page: Page[Any], digest: int) -> Page[Any] | None:
+        """Pass a decoded page to its paginator, after comparing its body with its
+        neighbours' and the first page's (whichever arrived first): a page that repeats
+        another is never delivered twice. Runs whose end is unknown release pages in order,
+        so that the repeat of a page past the end is found before it could be released."""
         number = page.number
         run = walk.run
         if walk.broken:
@@ -391,44 +392,53 @@ class Engine:
         if run.past_end(number):
             self.stats.past_end += 1
             return None
-        repeated = walk.repeated(number, digest)
-        if repeated and self._repeat(walk, repeated, page) and repeated == number:
+        pair = walk.repeated(number, digest)
+        if pair is not None and self._repeat(walk, pair, page) and pair[0] == number:
             self.stats.past_end += 1
             return None
         return page if run.accept(page) else None
 
-    def _repeat(self, walk: Walk, number: int, page: Page[Any]) -> bool:
-        """Page ``number`` has the same body as the page before it: True when that is the end
-        of the data (it is then past the end); else raises PaginationError."""
+    def _repeat(self, walk: Walk, pair: tuple[int, int], page: Page[Any]) -> bool:
+        """Page ``pair[0]`` has the same body as page ``pair[1]`` (``page`` is one of them).
+        True when that marks the end of the data (the later page lies past it); False when
+        it does not matter (two empty pages duplicate nothing: continuation APIs send them);
+        else a PaginationError, since a page would be delivered twice."""
+        later, earlier = pair
         run = walk.run
+        if getattr(run, "count", count_records)(page.data) == 0:
+            return False
+        end_at = getattr(run, "end_at", None)
+        said = last_page_said(page, walk.first or 1)
+        if said is not None and said < later and end_at is not None:
+            end_at(said)  # the body itself says the data ends before the repeat
+            return True
         ends = getattr(run, "repeats", None)
-        if ends is not None and ends(number):
+        if later - 1 == earlier and ends is not None and ends(later):
             logger.info(
                 "page %d is page %d again: the data ends at page %d (a server that answers "
                 "pages past the end with the last one)",
-                number,
-                number - 1,
-                number - 1,
+                later,
+                earlier,
+                earlier,
             )
             return True
         shown = redact_url(page.response.url)
         param = getattr(run, "param", None)
-        if number - 1 == walk.first:
+        where = f"({shown} is page {page.number})"
+        if earlier == walk.first:
             named = f"the parameter {param!r}" if param else "the page parameter"
             message = (
-                f"page {number} ({shown}) has the same body as page {number - 1}: the server "
+                f"page {later} has the same body as page {earlier} {where}: the server "
                 f"ignores {named}, so every page would be the first again. Check the "
-                "paginator's parameter name against the API's documentation (or, for a server "
-                "that answers pages past the end with the last page, name its total, e.g. "
-                "total_pages=...)."
+                "paginator's parameter name against the API's documentation."
             )
         else:
             message = (
-                f"page {number} ({shown}) has the same body as page {number - 1}, where the "
-                "server's own total says more distinct pages exist: a page would be delivered "
-                "twice. The server's total or its paging is inconsistent."
+                f"page {later} has the same body as page {earlier} {where}, before the end "
+                "of the data: a page would be delivered twice. The server's paging is "
+                "inconsistent (or its total counts more pages than it has)."
             )
-        raise PaginationError(message, page=number, url=shown)
+        raise PaginationError(message, page=later, url=shown)
 
     def _give_up(self, walk: Walk, number: int, error: PageError, attempts: int) -> PageError:
         logger.warning("page %d failed after %d attempt(s): %s", number, attempts, error)

@@ -23,19 +23,24 @@ from typing import Any
 
 from yarl import URL
 
-from ._decode import get_path, has_path
+from ._decode import count_records, get_path, has_path
 from ._errors import IncompleteError
 from ._page import Page
 from ._redact import redact_url
 from ._walks import fan_out, parse_link_header
 
 __all__ = [
+    "HAS_MORE_FIELDS",
     "HEADER_TOTALS",
+    "NEXT_LINK_FIELDS",
     "PAGE_TOTAL_FIELDS",
     "RECORD_TOTAL_FIELDS",
     "Completeness",
     "Tally",
     "as_count",
+    "count_is_total",
+    "last_page_said",
+    "says_more",
 ]
 
 #: Body fields that hold the number of records in the whole collection, as widely used
@@ -114,6 +119,79 @@ def as_count(value: Any) -> int | None:
 Reader = Callable[[Page[Any]], Any]
 
 
+#: Body fields that hold a link to the next page, by the names frameworks give them.
+NEXT_LINK_FIELDS = (
+    "next",
+    "next_url",
+    "nextUrl",
+    "next_page",
+    "next_page_url",
+    "nextPageUrl",
+    "links.next",
+    "links.next.href",
+    "_links.next.href",
+    "paging.next",
+    "pagination.next",
+    "pagination.next_url",
+    "meta.next",
+    "meta.next_page_url",
+    "@odata.nextLink",
+)
+
+
+#: Body flags that say whether more pages follow.
+HAS_MORE_FIELDS = ("has_more", "hasMore", "has_next", "hasNext", "more", "meta.has_more")
+
+
+def count_is_total(data: Any) -> bool:
+    """Is a body's ``count`` the size of the whole collection? Beside a next link it is
+    (Django REST framework, Zendesk); alone it is as often the size of the page."""
+    return any(has_path(data, field) for field in ("next", "next_page", "next_page_url"))
+
+
+def last_page_said(page: Page[Any], first: int) -> int | None:
+    """The last page number a response says there is, from its page count (or from a record
+    total no larger than what the page holds: then it is the only page). None when it
+    does not say."""
+    headers = page.response.headers
+    for name, unit in HEADER_TOTALS:
+        value = as_count(headers.get(name))
+        if value is not None and unit == "pages":
+            return first + max(value, 1) - 1
+    for path in PAGE_TOTAL_FIELDS:
+        value = as_count(get_path(page.data, path))
+        if value is not None:
+            return first + max(value, 1) - 1
+    records = count_records(page.data)
+    if records is None:
+        return None
+    totals = [as_count(headers.get(name)) for name, unit in HEADER_TOTALS if unit == "records"]
+    totals += [as_count(get_path(page.data, path)) for path in RECORD_TOTAL_FIELDS]
+    if any(total is not None and total <= records for total in totals):
+        return first
+    return None
+
+
+def says_more(page: Page[Any]) -> bool:
+    """Does a (first) response say there is more data than it holds: a ``has_more`` that is
+    true, a page count above 1, or a record total above the records it holds?"""
+    data = page.data
+    if any(get_path(data, field) is True for field in HAS_MORE_FIELDS):
+        return True
+    headers = page.response.headers
+    records = count_records(data) or 0
+    for name, unit in HEADER_TOTALS:
+        value = as_count(headers.get(name))
+        if value is not None and value > (1 if unit == "pages" else records):
+            return True
+    for path in PAGE_TOTAL_FIELDS:
+        value = as_count(get_path(data, path))
+        if value is not None and value > 1:
+            return True
+    fields = (*RECORD_TOTAL_FIELDS, *(("count",) if count_is_total(data) else ()))
+    return any((as_count(get_path(data, path)) or 0) > records for path in fields)
+
+
 @dataclass(slots=True)
 class Reported:
     """A total as the responses reported it: its lowest and highest value over the run."""
@@ -165,13 +243,14 @@ def _readers(page: Page[Any], own: list[tuple[str, str, Reader]]) -> list[tuple[
     if "next" in links and "last" in links and "Link rel=last" not in taken:
         fan = fan_out(links["next"], links["last"])
         if fan is not None:
-            pages = fan[3]  # counted from this first page, as the delivered pages are
+            # fan[3] counts this page as page 1; it may be page 4 of a resumed walk
+            pages = page.number - 1 + fan[3]
             readers.append(("Link rel=last", "pages", lambda page: pages))
     data = page.data
     fields = [(path, "records") for path in RECORD_TOTAL_FIELDS]
     fields += [(path, "pages") for path in PAGE_TOTAL_FIELDS]
-    if has_path(data, "next") and has_path(data, "results"):
-        fields.append(("count", "records"))  # Django REST framework: count is the total
+    if count_is_total(data):
+        fields.append(("count", "records"))
     for path, unit in fields:
         evidence = f"body field {path!r}"
         if evidence not in taken and as_count(get_path(data, path)) is not None:
@@ -317,11 +396,17 @@ class Completeness:
             return "partly verified"
         return "not verifiable"
 
-    def add(self, verdict: tuple[IncompleteError | None, str, bool], source: str) -> None:
+    def add(
+        self,
+        verdict: tuple[IncompleteError | None, str, bool],
+        source: str,
+        *,
+        failed: bool = False,
+    ) -> None:
         error, note, checked = verdict
-        if error is not None:
+        if error is not None or failed:
             self.incomplete += 1
-            note = str(error)
+            note = str(error) if error is not None else note
         elif checked:
             self.verified += 1
         else:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._checkpoint import Checkpoint, source_id
-from ._decode import get_path, has_path, keys_of
+from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, SinkError, StreamPageError
 from ._page import Page
 from ._stats import StreamStats
@@ -36,9 +36,10 @@ def as_records(found: Any) -> list[Any]:
 
 
 def path_records(path: str) -> Callable[[Any], list[Any]]:
-    """Records of a body at a dotted path. The path must exist on the first body it sees (a
-    null or empty list there is fine): a wrong name would otherwise read as "no records" on
-    every page, and a run would commit nothing and call itself complete."""
+    """Records of a body at a dotted path. The path must exist on the first body it sees when
+    that body holds records elsewhere (a null or empty list there is fine): a wrong name
+    would otherwise read as "no records" on every page, and a run would commit nothing and
+    call itself complete."""
     checked = False
 
     def records(data: Any) -> list[Any]:
@@ -46,7 +47,9 @@ def path_records(path: str) -> Callable[[Any], list[Any]]:
         found = get_path(data, path)
         if not checked:
             checked = True
-            if found is None and not has_path(data, path):
+            # Absent beside other records is a wrong name; absent from a page that holds
+            # none (proto3 JSON leaves empty lists out) is an empty page.
+            if found is None and not has_path(data, path) and count_records(data):
                 raise ConfigurationError(
                     f"records {path!r}: the first page has no field {path!r}; its keys are: "
                     f"{keys_of(data)}. Name the list that holds the records."

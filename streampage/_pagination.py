@@ -357,7 +357,13 @@ class _IndexedRun:
                     pages = math.ceil(items / self._size)
         if pages is not None:
             self.open_ended = False
-            self.end_at(self._first + pages - 1)
+            if offsets is not None:
+                self.end_at(self._first + pages - 1)
+            else:
+                # A page count counts from the API's first page: page 1, or page 0 for an
+                # API numbered from 0 (start=0); a start past it skips pages of the count.
+                base = 0 if self._spec.start == 0 else 1
+                self.end_at(base + pages - 1 - self._shift)
 
     def _check_cap(self, page: Page[Any], served: int | None, items: int) -> None:
         """A first page shorter than ``size`` while the total says there is more: the server
@@ -394,6 +400,8 @@ class _IndexedRun:
                         f"has: {', '.join(sorted(page.response.headers)) or 'none'}"
                     )
             elif isinstance(source, str) and not has_path(page.data, source):
+                if option == "items" and not count_records(page.data):
+                    continue  # no records anywhere: an empty page, not a wrong name
                 raise ConfigurationError(
                     f"{kind}({option}={source!r}): the first page "
                     f"({redact_url(page.response.url)}) has no field {source!r}; its keys "
@@ -428,6 +436,14 @@ class _IndexedRun:
     def last(self) -> int | None:
         """The last page number, as far as is known now."""
         return self._last
+
+    @property
+    def bounded(self) -> bool:
+        """Did the user bound the pages on purpose (``stop``, ``max_pages``, a start past
+        the API's first page)? A total then counts more than was asked for."""
+        spec = self._spec
+        late = spec.start > (0 if isinstance(spec, Offset) else 1)
+        return self._cap is not None or spec.stop is not None or late
 
     def count(self, data: Any) -> int | None:
         """Records on a page (0 when empty), or None when they cannot be counted."""

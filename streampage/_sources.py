@@ -84,9 +84,9 @@ class Walk:
     when its last page has been consumed: 10^5 sources cost what the active ones cost.
 
     It also holds what completeness needs: the evidence of the source's size (``tally``),
-    a digest of each recent page's body (a page repeating the one before it is never
-    delivered twice), which numbers are handed out but not yet settled, and whether the
-    source is broken (a configuration error or a repeat: nothing more of it is fetched).
+    a digest of each recent page's body (a page repeating another is never delivered
+    twice), and whether the source is broken (a configuration error or a repeat: nothing
+    more of it is fetched).
     """
 
     source: Source
@@ -96,14 +96,12 @@ class Walk:
     may_leave_origin: bool = False
     head: int = 0
     pending: dict[int, tuple[int, Any]] = field(default_factory=dict)
-    #: the first number handed out: a second page that repeats it means an ignored parameter
+    #: the first number handed out, and its body's digest once it is in
     first: int | None = None
+    first_digest: int | None = None
     broken: bool = False
     #: body digests of recent pages, by number (a bounded window: constant memory)
     digests: dict[int, int] = field(default_factory=dict)
-    #: numbers handed out whose fetch has not settled yet, and workers waiting on them
-    unsettled: set[int] = field(default_factory=set)
-    waiters: dict[int, asyncio.Event] = field(default_factory=dict)
     #: results handed out and results taken by the consumer; the source is over when the
     #: paginator is exhausted and the two are equal
     handed: int = 0
@@ -116,33 +114,28 @@ class Walk:
     def __post_init__(self) -> None:
         self.on_settle = getattr(self.run, "settled", None)
 
-    def settle(self, number: int) -> None:
-        """Page ``number``'s fetch is over (delivered, past the end, failed or cancelled)."""
-        self.unsettled.discard(number)
-        waiter = self.waiters.pop(number, None)
-        if waiter is not None:
-            waiter.set()
-
-    async def settled(self, number: int) -> None:
-        """Wait until page ``number`` is settled (at once if it was never handed out)."""
-        while number in self.unsettled:
-            waiter = self.waiters.get(number)
-            if waiter is None:
-                waiter = self.waiters[number] = asyncio.Event()
-            await waiter.wait()
-
-    def repeated(self, number: int, digest: int) -> int:
-        """The number of a page whose body equals its predecessor's, now that page
-        ``number`` is known to have ``digest``; 0 when none."""
+    def repeated(self, number: int, digest: int) -> tuple[int, int] | None:
+        """(page, the page it repeats) when page ``number``'s body, now known, makes two
+        pages alike: it and the page before or after it, or it and the first page (a
+        server that ignores the page parameter answers every page with the first, and a
+        fan-out must not deliver one copy before the neighbours meet). None otherwise."""
         digests = self.digests
         digests[number] = digest
         if len(digests) > _DIGESTS:
             del digests[next(iter(digests))]
+        if number == self.first:
+            self.first_digest = digest
+            for other, seen in digests.items():  # pages that answered before the first
+                if seen == digest and other != number:
+                    return other, number
         if digests.get(number - 1) == digest:
-            return number
+            return number, number - 1
         if digests.get(number + 1) == digest:
-            return number + 1
-        return 0
+            return number + 1, number
+        first = self.first
+        if first is not None and number != first and digest == self.first_digest:
+            return number, first
+        return None
 
 
 class Sources:
@@ -160,6 +153,8 @@ class Sources:
         self._pages = pages
         self._params = dict(params) if params else {}
         self._max_pages = max_pages
+        #: every source is cut at this many pages, whatever its paginator says
+        self.max_pages = max_pages
         self._verify = verify
         #: set by into() on resume: pages already committed are not delivered again
         self.checkpoint: Checkpoint | None = None
@@ -194,11 +189,7 @@ class Sources:
         paginator = source.pages if source.pages is not None else self._pages
         resume = self.checkpoint.resume(source_id(source)) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
-        capped = self._max_pages is not None or getattr(paginator, "stop", None) is not None
-        start = getattr(paginator, "start", None)
-        if start is not None and start != getattr(type(paginator), "start", start):
-            capped = True  # started past the beginning on purpose
-        tally = Tally(url, own=own_totals(paginator), generic=self._verify, capped=capped)
+        tally = Tally(url, own=own_totals(paginator), generic=self._verify)
         if resume is not None:
             tally.resumed(len(resume.done), resume.records)
         return Walk(

@@ -134,18 +134,33 @@ class _WalkRun:
 
     def _check_field(self, page: Page[Any]) -> None:
         """The field a walk follows must exist on its first page (null is fine: the last
-        page). An absent field is a wrong name, which would end the walk after one page."""
+        page), unless that page shows no pagination at all (then it is the only page). An
+        absent field beside another way to the next page is a wrong name, which would end
+        the walk after one page."""
         if self._field is None:
             return
         kind, option, path = self._field
-        if not has_path(page.data, path):
-            raise ConfigurationError(
-                f"{kind}({option}={path!r}): the first page ({redact_url(page.response.url)}) "
-                f"has no field {path!r}; its keys are: {keys_of(page.data)}. Name the field "
-                "that holds the next page's "
-                + ("cursor" if kind == "Cursor" else "URL")
-                + " (or leave pages= out to let streampage pick the paginator)."
-            )
+        if has_path(page.data, path):
+            return
+        # Many APIs leave the field out on their last page (Google's nextPageToken, Graph's
+        # @odata.nextLink), so on a one-page result its absence is no error. It is when the
+        # page shows another way to the next page, which the named field should have been.
+        from ._auto import describe, detect  # pages=auto builds on the walks
+
+        try:
+            choice = detect(page)
+            other = None if choice is None else describe(choice.pages)
+        except ValueError as exc:
+            other = str(exc)
+        if other is None:
+            return
+        raise ConfigurationError(
+            f"{kind}({option}={path!r}): the first page ({redact_url(page.response.url)}) "
+            f"has no field {path!r}; its keys are: {keys_of(page.data)}, and it looks "
+            f"paginated as {other}. Name the field that holds the next page's "
+            + ("cursor" if kind == "Cursor" else "URL")
+            + " (or leave pages= out to let streampage pick the paginator)."
+        )
 
     def ends_at_status(self, number: int, status: int) -> bool:
         return False
@@ -160,6 +175,11 @@ class _WalkRun:
     def last(self) -> int | None:
         """The last page number, when known before the walk gets there (never, for a walk)."""
         return None
+
+    @property
+    def bounded(self) -> bool:
+        """Did the user bound the walk on purpose (``max_pages``)?"""
+        return self._last is not None
 
     def _end(self) -> None:
         self._ended = True
