@@ -23,6 +23,7 @@ from ._evidence import (
     RECORD_TOTAL_FIELDS,
     as_count,
     count_is_total,
+    lower_bound,
     says_more,
 )
 from ._page import Page
@@ -162,7 +163,7 @@ def _totals(page: Page[Any]) -> tuple[ValueSource | None, ValueSource | None]:
     items: ValueSource | None = None
     pages: ValueSource | None = None
     for path in (*RECORD_TOTAL_FIELDS, *(("count",) if count_is_total(data) else ())):
-        if as_count(get_path(data, path)) is not None:
+        if as_count(get_path(data, path)) is not None and not lower_bound(data, path):
             items = path
             break
     for path in PAGE_TOTAL_FIELDS:
@@ -286,7 +287,8 @@ def _indexed(
                 break
         if echo is not None:
             break
-    if (echo is not None or offset_in_url is not None) and items is not None and in_url is None:
+    offsets = echo is not None or offset_in_url is not None
+    if offsets and in_url is None and (items is not None or says_more(page)):
         if offset_in_url is not None:
             off_param, start = offset_in_url
         else:

@@ -40,6 +40,7 @@ __all__ = [
     "as_count",
     "count_is_total",
     "last_page_said",
+    "lower_bound",
     "says_more",
 ]
 
@@ -143,10 +144,22 @@ NEXT_LINK_FIELDS = (
 HAS_MORE_FIELDS = ("has_more", "hasMore", "has_next", "hasNext", "more", "meta.has_more")
 
 
+def lower_bound(data: Any, path: str) -> bool:
+    """Is the total at ``path`` only a lower bound? Elasticsearch stops counting hits at
+    ``track_total_hits`` and says so: ``"hits": {"total": {"value": 10000, "relation":
+    "gte"}}``."""
+    return path.startswith("hits.total") and get_path(data, "hits.total.relation") == "gte"
+
+
 def count_is_total(data: Any) -> bool:
     """Is a body's ``count`` the size of the whole collection? Beside a next link it is
-    (Django REST framework, Zendesk); alone it is as often the size of the page."""
-    return any(has_path(data, field) for field in ("next", "next_page", "next_page_url"))
+    (Django REST framework, Zendesk); alone it is as often the size of the page, so only
+    a count above the records the page holds is taken for a total."""
+    if any(has_path(data, field) for field in ("next", "next_page", "next_page_url")):
+        return True
+    count = as_count(get_path(data, "count"))
+    records = count_records(data)
+    return count is not None and records is not None and count > records
 
 
 def last_page_said(page: Page[Any], first: int) -> int | None:
@@ -166,7 +179,11 @@ def last_page_said(page: Page[Any], first: int) -> int | None:
     if records is None:
         return None
     totals = [as_count(headers.get(name)) for name, unit in HEADER_TOTALS if unit == "records"]
-    totals += [as_count(get_path(page.data, path)) for path in RECORD_TOTAL_FIELDS]
+    totals += [
+        as_count(get_path(page.data, path))
+        for path in RECORD_TOTAL_FIELDS
+        if not lower_bound(page.data, path)
+    ]
     if any(total is not None and total <= records for total in totals):
         return first
     return None
@@ -253,6 +270,8 @@ def _readers(page: Page[Any], own: list[tuple[str, str, Reader]]) -> list[tuple[
         fields.append(("count", "records"))
     for path, unit in fields:
         evidence = f"body field {path!r}"
+        if lower_bound(data, path):
+            continue
         if evidence not in taken and as_count(get_path(data, path)) is not None:
             readers.append((evidence, unit, _body_reader(path)))
             taken.add(evidence)
@@ -357,6 +376,11 @@ class Tally:
             cause = (
                 "More was delivered than exists: pages overlap (a server that ignores a "
                 "parameter, or a page size that differs from the one the paginator assumes)."
+            )
+        if rep.evidence not in {evidence for evidence, _unit, _read in self.own}:
+            cause += (
+                f" If {rep.evidence} does not count the {rep.unit} (a sum, say), pass "
+                "verify=False (streampage fetch --no-verify)."
             )
         return IncompleteError(
             f"{shown}: delivered {delivered:,} {rep.unit}, but the server reported {span} "

@@ -22,6 +22,7 @@ from yarl import URL
 from ._checkpoint import Resume
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, DecodeError, PaginationError
+from ._evidence import as_count, says_more
 from ._page import Page
 from ._redact import redact_url
 
@@ -309,9 +310,14 @@ class _IndexedRun:
             if count == 0:
                 self.end_at(number - 1)
                 return False
+            # A short page is the last one, and is delivered; unless the body echoes the
+            # full limit: the server then filtered records out of a full page (for
+            # permissions: Atlassian documents it), and the data goes on. The empty page
+            # after the real last one costs nothing, fetched ahead with the rest.
             step = self._offsets[1] if self._offsets is not None else None
-            if step is not None and count is not None and count < step:
-                self.end_at(number)  # a short page is the last one, and is delivered
+            short = step is not None and count is not None and count < step
+            if short and self._echoed_limit(page) != step:
+                self.end_at(number)
         if self._has_more is not None:
             more = (
                 get_path(page.data, self._has_more)
@@ -326,22 +332,20 @@ class _IndexedRun:
         """Read the first page: the records the server serves per page, and the total."""
         served = self.count(page.data)
         offsets = self._offsets
-        if offsets is not None and served and served < offsets[1]:
-            # Fewer records than asked: either all there is, or the server caps the limit.
-            # Stepping by what it served is right in both cases (at worst one more request
-            # finds the end), and the only safe step in the second.
+        step = self._step(page, served) if offsets is not None else None
+        if offsets is not None and step is not None and step != offsets[1]:
             logger.info(
-                "page 1 of %s holds %d records where %s=%d was asked: stepping by %d",
+                "page 1 of %s holds %d records where %d were asked, and the server caps "
+                "the page size: the offsets step by %d",
                 redact_url(page.response.url),
                 served,
-                self._spec.limit_param if isinstance(self._spec, Offset) else "limit",
                 offsets[1],
-                served,
+                step,
             )
-            self._offsets = offsets = (offsets[0], served)
+            self._offsets = offsets = (offsets[0], step)
             stop = self._spec.stop if isinstance(self._spec, Offset) else None
             if stop is not None:  # the item count the user gave, in pages of the new step
-                within = math.ceil(max(0, stop - offsets[0]) / served)
+                within = math.ceil(max(0, stop - offsets[0]) / step)
                 self._last = within if self._cap is None else min(within, self._cap)
         pages: int | None = None
         if self._total_pages is not None:
@@ -364,6 +368,30 @@ class _IndexedRun:
                 # API numbered from 0 (start=0); a start past it skips pages of the count.
                 base = 0 if self._spec.start == 0 else 1
                 self.end_at(base + pages - 1 - self._shift)
+
+    def _echoed_limit(self, page: Page[Any]) -> int | None:
+        """The limit an offset page's body says the server used (``limit_param`` echoed)."""
+        name = self._spec.limit_param if isinstance(self._spec, Offset) else None
+        return as_count(get_path(page.data, name)) if name else None
+
+    def _step(self, page: Page[Any], served: int | None) -> int | None:
+        """What the offsets step by, read from a first page that holds fewer records than
+        the limit asked for: the limit the body echoes, if it does (the server says what it
+        used; a server that filters records out of full pages echoes the full limit); else
+        what was served, when the page says there is more (a total above it, has_more): a
+        cap. Else the page is simply the last, and the step stays."""
+        assert self._offsets is not None
+        asked = self._offsets[1]
+        if not served or served >= asked:
+            return None
+        echoed = self._echoed_limit(page)
+        if echoed is not None and 0 < echoed <= asked:
+            return echoed
+        total = self._total_items
+        items = _as_count(_read(total, page), "total_items", page) if total is not None else None
+        if (items is not None and items - self._offsets[0] > served) or says_more(page):
+            return served
+        return None
 
     def _check_cap(self, page: Page[Any], served: int | None, items: int) -> None:
         """A first page shorter than ``size`` while the total says there is more: the server
