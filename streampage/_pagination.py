@@ -500,15 +500,18 @@ class Offset:
     """Pages selected by an offset and a limit in the query (``?offset=200&limit=100``).
 
     ``page.number`` is the page's index from 1. The first page is fetched alone: it tells
-    how many records the server really serves per page (a server that caps ``limit`` at
-    1,000 serves 1,000 where 2,000 were asked), and the offsets step by that, so that a cap
-    never skips records. The end is, by priority: ``stop`` (the offset past the last item,
-    i.e. the item count); ``total_items`` read from the first response (a dotted path, a
+    how many records the server really serves per page, and the offsets step by that, so
+    that a cap never skips records: the limit the body echoes (``limit_param``), or, when
+    the page holds fewer than asked while it says there is more (a total, ``has_more``),
+    what it served (a server that caps ``limit`` at 1,000 serves 1,000 where 2,000 were
+    asked). The end is, by priority: ``stop`` (the offset past the last item, i.e. the
+    item count); ``total_items`` read from the first response (a dotted path, a
     ``Header(...)`` or a function of the page); else it is found by fetching ahead: a page
-    with fewer records than a full one is the last one (and is delivered), an empty page,
-    a 404 or a page that repeats the one before it ends the data, and ``has_more`` false
-    ends it. Records are counted from ``items`` (path or function of the body) or, by
-    default, the body if it is a list, else the only list field of the object.
+    with fewer records than a full one is the last one (and is delivered) unless its body
+    echoes the full limit (the server filtered records out of it), an empty page, a 404 or
+    a page that repeats the one before it ends the data, and ``has_more`` false ends it.
+    Records are counted from ``items`` (path or function of the body) or, by default, the
+    body if it is a list, else its list of records (see PageNumber).
     ``limit_param=None`` does not send the limit (the server's own page size is used).
     """
 
