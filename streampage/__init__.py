@@ -19,6 +19,7 @@ from ._errors import (
     ResponseTooLargeError,
     SinkError,
     StreamPageError,
+    ValidationError,
 )
 from ._evidence import Completeness
 from ._into import Records
@@ -64,6 +65,7 @@ __all__ = [
     "StreamPageError",
     "StreamStats",
     "Timeout",
+    "ValidationError",
     "run",
     "sinks",
     "stream",

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import importlib
 import logging
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -40,6 +41,7 @@ from ._errors import (
     PaginationError,
     RequestError,
     StreamPageError,
+    ValidationError,
 )
 from ._evidence import Completeness, last_page_said
 from ._http import HttpClient, Response, Transient
@@ -91,8 +93,10 @@ class Engine:
         session: aiohttp.ClientSession | None,
         stats: StreamStats,
         completeness: Completeness,
+        validate: Callable[[Page[Any]], object] | None = None,
     ) -> None:
         self.stats = stats
+        self._validate = validate
         self.completeness = completeness
         self.results: asyncio.Queue[Result] = asyncio.Queue(maxsize=buffer)
         #: ordered mode: pages handed out but not yet released to the consumer (<= window)
@@ -313,7 +317,7 @@ class Engine:
             attempt += 1
             if control.must_wait:
                 await control.before_attempt()
-            started = await adaptive.acquire() if adaptive is not None else 0.0
+            ticket = await adaptive.acquire() if adaptive is not None else (0, 0)
             status = 0
             retry_after: float | None = None
             stats.requests += 1
@@ -327,7 +331,7 @@ class Engine:
                 error, reason = exc, ""
             finally:
                 if adaptive is not None:
-                    adaptive.release(started, status in CONGESTION_STATUSES)
+                    adaptive.release(ticket, status in CONGESTION_STATUSES)
             if status:
                 stats.bytes += len(resp.body)
                 stats.network_seconds += resp.elapsed
@@ -341,11 +345,15 @@ class Engine:
                         data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
                         page = Page(number, data, info, walk.source)
+                        if self._validate is not None:
+                            self._validated(page)
                         return self._accept(walk, page, hash(resp.body))
-                    except DecodeError as exc:
+                    except DecodeError as exc:  # ValidationError too: validate= said no
                         decode_failures += 1
                         error = exc
-                        reason = "decode" if decode_failures < policy.decode_attempts else ""
+                        retry = decode_failures < policy.decode_attempts
+                        why = "invalid" if isinstance(exc, ValidationError) else "decode"
+                        reason = why if retry else ""
                     except ConfigurationError as exc:  # a field the user named is not there
                         walk.broken = True
                         run.failed(number)
@@ -370,8 +378,8 @@ class Engine:
                 if retry_after > policy.max_retry_after:
                     return self._give_up(walk, number, error, attempt)
                 wait = max(wait, retry_after)
-                if status in CONGESTION_STATUSES:
-                    control.pause(retry_after)  # the whole pool slows down, not one worker
+                if status in CONGESTION_STATUSES and retry_after >= policy.pool_pause:
+                    control.pause(retry_after)  # a long wait: the whole pool, not one page
             if waited + wait > policy.max_total:
                 return self._give_up(walk, number, error, attempt)
             stats.retries[reason] = stats.retries.get(reason, 0) + 1
@@ -379,6 +387,26 @@ class Engine:
             waited += wait
             stats.backoff_seconds += wait
             await asyncio.sleep(wait)
+
+    def _validated(self, page: Page[Any]) -> None:
+        """``validate=`` on a decoded page: a false answer or an exception rejects it, and it
+        is fetched again like a body that did not decode (a cache or a proxy that served
+        another page's body, say)."""
+        assert self._validate is not None
+        try:
+            ok = self._validate(page)
+            why = "validate= returned False"
+        except Exception as exc:
+            ok, why = False, f"validate= raised {type(exc).__name__}: {exc}"
+        if not ok:
+            shown = redact_url(page.response.url)
+            raise ValidationError(
+                f"page {page.number} was rejected: {why} (url: {shown})",
+                page=page.number,
+                url=shown,
+                path=None,
+                reason=why,
+            )
 
     def _accept(self, walk: Walk, page: Page[Any], digest: int) -> Page[Any] | None:
         """Pass a decoded page to its paginator, after comparing its body with its
@@ -463,6 +491,13 @@ class Engine:
             )
         elif status in (401, 403):
             hint = " Check the credentials (headers=) and that they grant access to this URL."
+        elif status in CONGESTION_STATUSES:
+            hint = (
+                " The server throttles: lower concurrency= or set rate=, and give retries"
+                " more time (RetryPolicy)."
+            )
+        elif status in policy.statuses:
+            hint = " The server failed to answer: a transient fault, tried again if retries allow."
         elif 400 <= status < 500 and not self._any_ok:
             hint = (
                 " No page has succeeded yet, so this is likely the request itself, not a"

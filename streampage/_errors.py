@@ -12,6 +12,7 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
           ├── IncompleteError  the run ended short of (or past) a total the server reported
           ├── HTTPStatusError the server answered with a non-2xx status; .status, .body_excerpt
           ├── DecodeError     the body is not valid JSON or does not match decode=; .path
+          │    └── ValidationError  validate= rejected the decoded page; .reason
           ├── RequestError    no response: connection refused or reset, DNS failure, timeout
           └── ResponseTooLargeError  the body exceeds max_page_bytes (refused while streaming in)
 
@@ -32,6 +33,7 @@ __all__ = [
     "ResponseTooLargeError",
     "SinkError",
     "StreamPageError",
+    "ValidationError",
 ]
 
 
@@ -87,6 +89,17 @@ class DecodeError(PageError):
     def __init__(self, message: str, *, page: int, url: str, path: str | None) -> None:
         super().__init__(message, page=page, url=url)
         self.path = path
+
+
+class ValidationError(DecodeError):
+    """``validate=`` rejected a decoded page (returned false or raised), on every attempt.
+
+    ``reason`` says why: the exception's text, or that it returned False.
+    """
+
+    def __init__(self, message: str, *, page: int, url: str, path: str | None, reason: str) -> None:
+        super().__init__(message, page=page, url=url, path=path)
+        self.reason = reason
 
 
 class RequestError(PageError):

@@ -13,6 +13,7 @@ or a final ``PageError`` here, at one boundary.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from time import perf_counter
@@ -34,6 +35,11 @@ _SECRET_HEADER = re.compile(
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
 _CHUNK = 1 << 16
+#: Bodies with a Content-Length up to this are read in one call; larger ones in chunks,
+#: so that Timeout(min_rate=) can watch them.
+_WHOLE = 1 << 18
+#: Past this many bytes, a body needs the pool's one "big body" slot to grow further.
+_BIG = 1 << 20
 
 
 def is_secret_header(name: str) -> bool:
@@ -69,8 +75,13 @@ class HttpClient:
         max_page_bytes: int,
         timeout: aiohttp.ClientTimeout,
         verify_tls: bool,
+        min_rate: float | None = None,
     ) -> None:
         self.session: aiohttp.ClientSession | None = None
+        self._min_rate = min_rate
+        self._big = asyncio.Lock()
+        #: a body is held to min_rate once it has streamed this long (Timeout.first_byte)
+        self._grace = timeout.sock_read if timeout.sock_read is not None else 10.0
         self._marked = frozenset(name.lower() for name in secret_headers)
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
@@ -178,17 +189,40 @@ class HttpClient:
         if length is not None:
             if length > cap:
                 raise _too_large(number, url, cap, f"Content-Length is {length}")
-            if "Content-Encoding" not in resp.headers:
+            if length <= _WHOLE and "Content-Encoding" not in resp.headers:
                 return await resp.read()  # exactly `length` bytes: no need to count
-        # chunked, or compressed (a small Content-Length may inflate past the cap): count
+        # chunked, compressed (a small Content-Length may inflate past the cap) or large:
+        # count the bytes, and time them
         parts: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
-            parts.append(chunk)
-        return b"".join(parts)
+        min_rate = self._min_rate
+        started = perf_counter()
+        big = False
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
+                parts.append(chunk)
+                if size > _BIG and not big:
+                    # One body at a time grows past _BIG: the others wait here (the socket
+                    # pushes back), so memory holds one page at the cap, not one per worker.
+                    await self._big.acquire()
+                    big = True
+                if min_rate is not None:
+                    elapsed = perf_counter() - started
+                    if elapsed > self._grace and size < min_rate * elapsed:
+                        raise TimeoutError(
+                            f"the body arrives at {size / elapsed:,.0f} bytes/s after "
+                            f"{elapsed:.1f} s, under Timeout(min_rate={min_rate:g})"
+                        )
+            return b"".join(parts)
+        finally:
+            # An error's traceback keeps this frame alive (in stream.failures, say): it
+            # must not keep the refused body's bytes alive with it.
+            parts.clear()
+            if big:
+                self._big.release()
 
 
 def _too_large(number: int, url: URL, cap: int, detail: str) -> ResponseTooLargeError:

@@ -36,23 +36,32 @@ CONGESTION_STATUSES = frozenset({429, 503})
 class RetryPolicy:
     """How often and how patiently a page is tried again.
 
-    A page gets up to ``attempts`` attempts in all (1 disables retries). Between attempts it
-    waits a random time in ``[0, min(max_wait, backoff * 2**retry)]`` ("full jitter", AWS
-    Architecture Blog, *Exponential Backoff and Jitter*, 2015), or what the server's
-    ``Retry-After`` asks when it asks for more. A page that has waited ``max_total`` seconds
-    in all fails at its next failure. Retried: connection errors and resets, timeouts,
-    truncated bodies and the ``statuses``; never another 4xx. A 2xx body that does not
-    decode is fetched ``decode_attempts`` times in all, because a body cut short without
-    Content-Length shows up only as invalid JSON. ``max_retry_after`` bounds what a server
-    may ask for (``Retry-After``, rate-limit reset): asking for more fails the page with an
-    error saying so.
+    A page gets up to ``attempts`` attempts in all (1 disables retries). Before retry ``i``
+    (from 0) it waits a random time in ``[d / 2, d]`` with ``d = min(max_wait, backoff *
+    2**i)`` ("equal jitter", AWS Architecture Blog, *Exponential Backoff and Jitter*, 2015):
+    spread out like full jitter, but with a floor, so that the waits of the defaults add up
+    to at least 3.9 s after 5 retries and a short outage (a restart, a failover: 2 s of 503s)
+    is ridden out, and to at most ~26 s over all 7: a dead server is given up in bounded
+    time. A server's ``Retry-After`` wins when it asks for more. A page that has waited
+    ``max_total`` seconds in all fails at its next failure. Retried: connection errors and
+    resets, timeouts, truncated bodies and the ``statuses``; never another 4xx. A 2xx body
+    that does not decode, or that ``validate=`` rejects, is fetched ``decode_attempts``
+    times in all, because a body cut short without Content-Length shows up only as invalid
+    JSON. ``max_retry_after`` bounds what a server may ask for (``Retry-After``, rate-limit
+    reset): asking for more fails the page with an error saying so.
+
+    Throttling: a 429/503 whose ``Retry-After`` is shorter than ``pool_pause`` is the page's
+    own wait (the others go on, at a concurrency the adaptive limit lowers); one asking for
+    ``pool_pause`` seconds or more, or a response saying the rate-limit budget is gone
+    (``RateLimit-Remaining: 0``), pauses the whole pool, which then comes back gradually.
     """
 
-    attempts: int = 5
-    backoff: float = 0.1
+    attempts: int = 8
+    backoff: float = 0.25
     max_wait: float = 10.0
     max_total: float = 120.0
     max_retry_after: float = 120.0
+    pool_pause: float = 5.0
     statuses: frozenset[int] = RETRY_STATUSES
     decode_attempts: int = 2
 
@@ -63,13 +72,14 @@ class RetryPolicy:
             )
         if self.decode_attempts < 1:
             raise ConfigurationError("RetryPolicy(decode_attempts=...) must be >= 1")
-        for name in ("backoff", "max_wait", "max_total", "max_retry_after"):
+        for name in ("backoff", "max_wait", "max_total", "max_retry_after", "pool_pause"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"RetryPolicy({name}=...) must be >= 0 seconds")
 
     def backoff_for(self, retry: int) -> float:
-        """Full-jitter wait before retry number ``retry`` (0 for the first retry)."""
-        return random.uniform(0, min(self.max_wait, self.backoff * 2**retry))
+        """Equal-jitter wait before retry number ``retry`` (0 for the first retry)."""
+        ceiling = min(self.max_wait, self.backoff * 2**retry)
+        return random.uniform(ceiling / 2, ceiling)
 
 
 NO_RETRY = RetryPolicy(attempts=1, decode_attempts=1)
@@ -79,19 +89,23 @@ NO_RETRY = RetryPolicy(attempts=1, decode_attempts=1)
 class Timeout:
     """Time limits of one attempt, in seconds (``None``: no limit).
 
-    ``connect`` bounds opening a connection; ``first_byte`` bounds waiting for the response
-    and every silence while its body streams in; ``attempt`` bounds the whole attempt, body
-    included, so a server that drips a byte a second still times out. ``first_byte`` is off
-    by default: ``attempt`` already ends a hung request, and aiohttp re-arms a timer on every
-    chunk read when it is set (about 4 µs a page); set it to give up sooner on a silent server.
+    ``connect`` bounds opening a connection. ``first_byte`` bounds waiting for the response
+    and every silence while its body streams in: a server that stalls is given up in
+    seconds. ``min_rate`` (bytes a second) catches the body that never stalls but drips: once
+    a body has streamed for ``first_byte`` seconds, it must have averaged at least that
+    much (1 KiB/s lets a 32 MiB page take 9 hours; a drip of a byte a second is stopped after
+    ``first_byte``). It is checked on bodies read in chunks: chunked, compressed, or with a
+    Content-Length over 256 KiB. ``attempt`` bounds the whole attempt, body included, as a
+    last resort.
     """
 
     connect: float | None = 10.0
-    first_byte: float | None = None
+    first_byte: float | None = 10.0
     attempt: float | None = 60.0
+    min_rate: float | None = 1024.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "first_byte", "attempt"):
+        for name in ("connect", "first_byte", "attempt", "min_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"Timeout({name}={value}) must be > 0 or None")
@@ -160,24 +174,53 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
     return None
 
 
+#: Successes remembered by the adaptive limit: the in-flight counts they were sent at.
+_REMEMBERED = 64
+#: In flight at the start, before any response: the limit then doubles each round trip.
+_SLOW_START = 8
+#: Above the level where congestion last struck, the limit grows by one every this many
+#: round trips: probing slowly is what keeps 429s rare once the server's level is found.
+_PROBE_ROUND_TRIPS = 16
+#: ... and each time a probe finds the same level again, half as often, down to this.
+_MAX_PROBE = 256
+
+
 @dataclass
 class _Adaptive:
-    """AIMD in-flight limit: halve on congestion, grow by ~1 per round trip when healthy.
+    """An in-flight limit that finds the concurrency a server accepts, and stays near it.
 
-    Like TCP congestion avoidance (RFC 5681): only responses to requests sent after the last
-    cut may cut again, so one burst of 429s costs one halving, not fifty.
+    Each request remembers how many were in flight when it was sent. A 429/503 sent at a
+    level that recent successes never reached is explained by concurrency: the server
+    accepts one less, so the limit drops to that at once (not by half: halving overshoots,
+    and every regrowth trips the server again). A 429 at a level that succeeds too is not
+    about concurrency (a share of requests throttled at random, a budget): no cut; its
+    page waits its own Retry-After. The limit starts at a few requests and grows by half
+    each round trip up to ``concurrency`` or the known level (TCP's slow start, RFC 5681,
+    made gentler: doubling overshoots a server's level by as much as it knows; again after
+    a pool-wide pause); at or above the known level it grows by one every
+    ``_PROBE_ROUND_TRIPS`` round trips, in case the server accepts more now, and half as
+    often each time the same level is found again.
     """
 
     ceiling: int
     limit: float = 0.0
+    known: float = 0.0
     inflight: int = 0
-    last_cut: float = float("-inf")
+    sent: int = 0
+    fence: int = 0
+    probe: int = _PROBE_ROUND_TRIPS
+    ok_levels: deque[int] = field(default_factory=lambda: deque(maxlen=_REMEMBERED))
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        self.limit = float(self.ceiling)
+        # slow start: a few at first, doubling each round trip up to the ceiling, so that a
+        # server's limit is met by a handful of requests, not by the whole pool at once
+        self.known = float(self.ceiling)
+        self.limit = float(min(self.ceiling, _SLOW_START))
 
-    async def acquire(self) -> float:
+    async def acquire(self) -> tuple[int, int]:
+        """Wait for a slot; returns (the in-flight count this request is sent at, its
+        serial number)."""
         while self.inflight >= int(self.limit):
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
@@ -190,17 +233,42 @@ class _Adaptive:
                     self._wake()  # woken, then cancelled: pass the free slot on
                 raise
         self.inflight += 1
-        return time.monotonic()
+        self.sent += 1
+        return self.inflight, self.sent
 
-    def release(self, started: float, congested: bool) -> None:
+    def release(self, ticket: tuple[int, int], congested: bool) -> None:
+        level, serial = ticket
         self.inflight -= 1
         if congested:
-            if started > self.last_cut:
-                self.limit = max(1.0, self.limit / 2)
-                self.last_cut = time.monotonic()
-        else:
-            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+            # Explained by concurrency only against successes at lower levels. Before any
+            # success the cut is tentative: the known level stays, so the limit doubles
+            # back at once if the server was refusing everything (a restart), and is cut
+            # for good by the first refusal above a level that succeeded. A request sent
+            # above the current limit (before an earlier cut) says nothing new.
+            accepted = max(1.0, level - 1.0)
+            if accepted < self.limit:
+                if not self.ok_levels:
+                    self.limit = accepted
+                elif level > max(self.ok_levels):
+                    # the same level confirmed again: probe past it half as often
+                    same = accepted == self.known
+                    self.probe = min(self.probe * 2, _MAX_PROBE) if same else _PROBE_ROUND_TRIPS
+                    self.limit = self.known = accepted
+        elif serial > self.fence:  # answers to requests sent before a pause do not count
+            self.ok_levels.append(level)
+            limit = self.limit
+            if limit < self.known:
+                limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
+            else:
+                limit += 1.0 / (self.probe * limit)
+            self.limit = min(float(self.ceiling), limit)
         self._wake()
+
+    def restart(self) -> None:
+        """After a pool-wide pause: come back with a couple of requests, then double."""
+        self.known = max(self.known, self.limit)
+        self.limit = min(self.limit, 2.0)
+        self.fence = self.sent
 
     def _wake(self) -> None:
         free = int(self.limit) - self.inflight
@@ -232,8 +300,13 @@ class PoolControl:
         self.adaptive = _Adaptive(concurrency) if adaptive else None
 
     def pause(self, seconds: float) -> None:
-        """Hold every worker for ``seconds`` from now (Retry-After, rate-limit reset)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        """Hold every worker for ``seconds`` from now (a long Retry-After, a budget gone);
+        the adaptive limit then lets them back a few at a time."""
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            if self.adaptive is not None:
+                self.adaptive.restart()
 
     @property
     def must_wait(self) -> bool:

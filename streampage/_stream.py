@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
@@ -49,7 +49,7 @@ __all__ = ["Failure", "Stream", "stream"]
 
 ParamValue = str | int | float
 OnError = Literal["raise", "skip"]
-DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -88,6 +88,7 @@ class Stream(Generic[T]):
         retry: RetryPolicy,
         rate: RateLimit | None,
         adaptive: bool,
+        validate: Callable[[Page[Any]], object] | None,
         max_page_bytes: int,
         on_error: OnError,
         verify_tls: bool,
@@ -107,10 +108,12 @@ class Stream(Generic[T]):
                 total=timeout.attempt, sock_connect=timeout.connect, sock_read=timeout.first_byte
             ),
             "verify_tls": verify_tls,
+            "min_rate": timeout.min_rate,
         }
         self._retry = retry
         self._rate = rate
         self._adaptive = adaptive
+        self._validate = validate
         self._skip = on_error == "skip"
         self.stats = StreamStats()
         #: pages that failed after their retries, and sources that ended short of a total
@@ -151,6 +154,7 @@ class Stream(Generic[T]):
             session=self._session,
             stats=self.stats,
             completeness=self.completeness,
+            validate=self._validate,
         )
         self._engine = engine
         self.stats.start()
@@ -366,6 +370,7 @@ def stream(
     retry: RetryPolicy | bool = ...,
     rate: float | RateLimit | None = ...,
     adaptive: bool = ...,
+    validate: Callable[[Page[Any]], object] | None = ...,
     max_page_bytes: int = ...,
     on_error: OnError = ...,
     verify_tls: bool = ...,
@@ -392,6 +397,7 @@ def stream(
     retry: RetryPolicy | bool = ...,
     rate: float | RateLimit | None = ...,
     adaptive: bool = ...,
+    validate: Callable[[Page[Any]], object] | None = ...,
     max_page_bytes: int = ...,
     on_error: OnError = ...,
     verify_tls: bool = ...,
@@ -416,7 +422,8 @@ def stream(
     timeout: float | Timeout | None = None,
     retry: RetryPolicy | bool = True,
     rate: float | RateLimit | None = None,
-    adaptive: bool = False,
+    adaptive: bool = True,
+    validate: Callable[[Page[Any]], object] | None = None,
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
     on_error: OnError = "raise",
     verify_tls: bool = True,
@@ -439,13 +446,17 @@ def stream(
     consumed (default ``min(concurrency, 16)``). ``params`` are added to the URL's query (never
     mutated); ``max_pages`` caps the number of pages whatever the paginator says.
 
-    Resilience: ``retry`` (``True``: ``RetryPolicy()``, 5 attempts, full-jitter backoff,
-    ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``), ``rate``
-    (requests per second, or ``RateLimit(per_second, burst)``, shared by all workers),
-    ``adaptive=True``
-    (halve the in-flight limit on 429/503, grow it back while healthy), ``timeout``
-    (seconds for a whole attempt, or ``Timeout(connect=, first_byte=, attempt=)``),
-    ``max_page_bytes`` (default 32 MiB; larger bodies are refused while they stream in).
+    Resilience: ``retry`` (``True``: ``RetryPolicy()``, 8 attempts, equal-jitter backoff from
+    0.25 s, ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``),
+    ``rate`` (requests per second, or ``RateLimit(per_second, burst)``, shared by all
+    workers), ``adaptive`` (default on: a 429/503 that concurrency explains lowers the
+    in-flight limit to what the server accepts, and it probes upward slowly; ``False``
+    keeps ``concurrency`` whatever happens), ``timeout`` (seconds for a whole attempt, or
+    ``Timeout(connect=, first_byte=, attempt=, min_rate=)``: by default 10 s to connect,
+    10 s of silence, 60 s an attempt, 1 KiB/s at least), ``max_page_bytes`` (larger bodies
+    are refused while they stream in). ``validate`` is a function of each decoded page: a
+    false answer or an exception rejects it, and it is fetched again like a body that did
+    not decode, then fails with ``ValidationError``.
     ``on_error="raise"`` ends the stream with the first page that failed after its retries;
     ``"skip"`` records it in ``stream.failures`` and goes on.
 
@@ -516,6 +527,7 @@ def stream(
         retry=retry if isinstance(retry, RetryPolicy) else RetryPolicy() if retry else NO_RETRY,
         rate=rate,
         adaptive=adaptive,
+        validate=validate,
         max_page_bytes=max_page_bytes,
         on_error=on_error,
         verify_tls=verify_tls,

@@ -158,6 +158,36 @@ def _bytes(text: str) -> int:
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+def _expectation(text: str) -> tuple[str, str]:
+    field, sep, param = text.partition("=")
+    if not sep or not field.strip() or not param.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write FIELD=PARAM, e.g. page=page (the body's page field equals "
+            "the request's ?page=)"
+        )
+    return field.strip(), param.strip()
+
+
+def _expectations(pairs: list[tuple[str, str]]) -> Callable[[Any], bool] | None:
+    """``--expect FIELD=PARAM``: a page whose body does not echo its own request is another
+    page's body (a cache, a proxy): validate= rejects it, and it is fetched again."""
+    if not pairs:
+        return None
+
+    def check(page: Any) -> bool:
+        query = page.response.url.query
+        for field, param in pairs:
+            sent, echoed = query.get(param), get_path(page.data, field)
+            if sent is None or str(echoed) != sent:
+                raise ValueError(
+                    f"--expect {field}={param}: the body's {field} is {echoed!r}, "
+                    f"the request's {param} is {sent!r}"
+                )
+        return True
+
+    return check
+
+
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
@@ -451,8 +481,10 @@ def _fetch_parser(sub: Any) -> None:
     )
     c.add_argument(
         "--adaptive",
-        action="store_true",
-        help="halve the requests in flight on 429/503 and grow them back while healthy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lower the requests in flight to what the server accepts when it answers "
+        "429/503, and probe upward slowly (default: on; --no-adaptive keeps -c fixed)",
     )
     c.add_argument(
         "--ordered", action="store_true", help="handle pages in page order (default: as they come)"
@@ -462,9 +494,11 @@ def _fetch_parser(sub: Any) -> None:
         "--attempts",
         dest="attempts",
         type=_whole(1),
-        default=5,
+        default=RetryPolicy().attempts,
         metavar="N",
-        help="attempts a page gets in all, counting the first (default 5; 1: no retries)",
+        help=f"attempts a page gets in all, counting the first (default "
+        f"{RetryPolicy().attempts}, waits from {RetryPolicy().backoff:g} s doubling; "
+        "1: no retries)",
     )
     c.add_argument(
         "--timeout",
@@ -483,16 +517,33 @@ def _fetch_parser(sub: Any) -> None:
     c.add_argument(
         "--read-timeout",
         type=_seconds,
-        default=None,
+        default=Timeout().first_byte,
         metavar="S",
-        help="seconds of silence while waiting for a response or its body (default: none)",
+        help="seconds of silence while waiting for a response or its body (default 10)",
+    )
+    c.add_argument(
+        "--min-rate",
+        type=_bytes,
+        default=int(Timeout().min_rate or 0),
+        metavar="SIZE",
+        help="bytes a second a body must average once it has streamed --read-timeout "
+        "seconds: a drip is stopped (default 1k; 0: no minimum)",
+    )
+    c.add_argument(
+        "--expect",
+        type=_expectation,
+        action="append",
+        default=[],
+        metavar="FIELD=PARAM",
+        help="each page's body field FIELD must equal the request's query parameter PARAM "
+        "(e.g. page=page); a page that does not is fetched again, then fails (repeatable)",
     )
     c.add_argument(
         "--max-page-bytes",
         type=_bytes,
         default=DEFAULT_MAX_PAGE_BYTES,
         metavar="SIZE",
-        help="refuse larger bodies (default 32M; 512k, 1G...)",
+        help="refuse larger bodies (default 16M; 512k, 1G...)",
     )
     c.add_argument(
         "--on-error",
@@ -1022,8 +1073,12 @@ def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
         "headers": headers,
         "secret_headers": tuple(args.secret_header),
         "timeout": Timeout(
-            connect=args.connect_timeout, first_byte=args.read_timeout, attempt=args.timeout
+            connect=args.connect_timeout,
+            first_byte=args.read_timeout,
+            attempt=args.timeout,
+            min_rate=args.min_rate or None,
         ),
+        "validate": _expectations(args.expect),
         "retry": RetryPolicy(attempts=args.attempts),
         "rate": None if args.rate is None else RateLimit(args.rate, burst=args.burst or 1),
         "adaptive": args.adaptive,

@@ -112,6 +112,11 @@ class Fault:
         return cls("gzip", body=_gzip(body))
 
     @classmethod
+    def other_page(cls, n: int) -> Fault:
+        """A 200 whose body is valid JSON, but page ``n``'s (a cache or proxy mix-up)."""
+        return cls.raw_body(msgspec.json.encode(page_body(n)))
+
+    @classmethod
     def invalid_json(cls) -> Fault:
         return cls.raw_body(b'{"page": 1, "items": [1,')
 
@@ -163,6 +168,12 @@ class Fault:
         return cls("drip", interval=interval)
 
     @classmethod
+    def paced(cls, body: bytes, chunk: int = CHUNK, interval: float = 0.01) -> Fault:
+        """A 200 with this body, chunked, ``chunk`` bytes every ``interval`` seconds: a body
+        that takes long to arrive but never stalls (``len(body) / chunk * interval`` s)."""
+        return cls("paced", body=body, size=chunk, interval=interval)
+
+    @classmethod
     def oversized(cls, size: int, content_length: bool = False) -> Fault:
         """Offer a body of ``size`` bytes, chunked (or with a Content-Length)."""
         return cls("oversized", size=size, code=1 if content_length else 0)
@@ -203,6 +214,10 @@ class FaultServer:
     normal answer says what is left (``RateLimit-Remaining``/``-Reset`` in delta seconds, or
     with ``budget_style="x"`` ``X-RateLimit-Remaining``/``-Reset`` as a Unix time), and a
     request over the budget gets a 429 with no Retry-After.
+
+    ``outage=(after, seconds)`` is a time window: once ``after`` requests have arrived, every
+    request arriving in the next ``seconds`` seconds meets ``outage_fault`` (default: 503
+    without Retry-After) instead of its scheduled answer; ``outage_window`` says when it was.
     """
 
     def __init__(
@@ -217,8 +232,14 @@ class FaultServer:
         budget: tuple[int, float] | None = None,
         budget_style: str = "ietf",
         ssl_context: ssl.SSLContext | None = None,
+        outage: tuple[int, float] | None = None,
+        outage_fault: Fault | None = None,
     ) -> None:
         self.host = host
+        self.outage = outage
+        self.outage_fault = outage_fault or Fault.status(503)
+        #: (start, end) of the outage in time.monotonic(), once it has started
+        self.outage_window: tuple[float, float] | None = None
         self.schedule = {n: list(f) for n, f in (schedule or {}).items()}
         self.delay = delay
         self.throttle_above = throttle_above
@@ -262,6 +283,8 @@ class FaultServer:
         fault = planned[attempt - 1] if attempt <= len(planned) else Fault.ok()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self._in_outage():
+            fault = self.outage_fault
         if self.throttle_above is not None and self.in_flight > self.throttle_above:
             fault = Fault.status(429, self.throttle_headers)
         if self.budget is not None and fault.kind == "ok":
@@ -283,6 +306,18 @@ class FaultServer:
         finally:
             self.in_flight -= 1
             hit.ended = time.monotonic()
+
+    def _in_outage(self) -> bool:
+        if self.outage is None:
+            return False
+        after, seconds = self.outage
+        now = time.monotonic()
+        if self.outage_window is None:
+            if len(self.hits) < after:
+                return False
+            self.outage_window = (now, now + seconds)
+        start, end = self.outage_window
+        return start <= now < end
 
     def _spend(self, fault: Fault) -> Fault:
         limit, window = self.budget  # type: ignore[misc]
@@ -350,6 +385,18 @@ class FaultServer:
             for i in range(0, len(fault.body), CHUNK):
                 await resp.write(fault.body[i : i + CHUNK])
                 hit.bytes_written += len(fault.body[i : i + CHUNK])
+            await resp.write_eof()
+            return resp
+        if kind == "paced":
+            assert fault.body is not None
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            hit.status = 200
+            for i in range(0, len(fault.body), fault.size):
+                await asyncio.sleep(fault.interval)
+                await resp.write(fault.body[i : i + fault.size])
+                hit.bytes_written += len(fault.body[i : i + fault.size])
             await resp.write_eof()
             return resp
         if kind == "redirect":

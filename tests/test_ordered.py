@@ -105,7 +105,10 @@ async def test_window_follows_the_head(page_server):
 async def test_ordered_error_surfaces_at_its_place_in_the_order(page_server):
     # page 5 fails, and slowly: pages after it are fetched first but must not be yielded
     server = await page_server(pages=30, fail={5: 500}, delay=lambda n: 0.1 if n == 5 else 0)
-    s = streampage.stream(server.url, pages=PageNumber(stop=30), concurrency=6, ordered=True)
+    quick = streampage.RetryPolicy(attempts=2, backoff=0.01)
+    s = streampage.stream(
+        server.url, pages=PageNumber(stop=30), concurrency=6, ordered=True, retry=quick
+    )
     received: list[int] = []
 
     with pytest.raises(HTTPStatusError) as excinfo:

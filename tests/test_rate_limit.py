@@ -94,14 +94,20 @@ async def test_retry_after_beyond_the_bound_is_a_recorded_failure_with_skip(faul
     assert failure.error.retry_after > 5
 
 
-async def test_a_429_pauses_the_whole_pool_not_only_its_worker(fault_server):
-    # page 1 is answered 429 after 0.05 s; pages 2-4 take 0.2 s, after which their workers want
-    # pages 5-7. Those must wait for the Retry-After too.
+async def test_a_long_retry_after_pauses_the_whole_pool_not_only_its_worker(fault_server):
+    # page 1 is answered 429 after 0.05 s, asking for 1 s: at least pool_pause, so it is the
+    # server's budget, not one page's turn. Pages 2-4 take 0.2 s, after which their workers
+    # want pages 5-7: those must wait for the Retry-After too.
     server = await fault_server(
         schedule={1: [Fault.status(429, {"Retry-After": "1"}, delay=0.05)]},
         delay=lambda n: 0.2 if n in (2, 3, 4) else 0.0,
     )
-    s = streampage.stream(server.url, pages=PageNumber(stop=12), concurrency=4, retry=fast_retry())
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=12),
+        concurrency=4,
+        retry=fast_retry(pool_pause=1.0),
+    )
 
     pages = await collect(s)
 
@@ -115,6 +121,25 @@ async def test_a_429_pauses_the_whole_pool_not_only_its_worker(fault_server):
     assert server.statuses()[429] == 1
     # three workers waited ~0.8 s each on the shared pause
     assert s.stats.throttled_seconds > 1.0
+
+
+async def test_a_short_retry_after_is_the_pages_own_wait(fault_server):
+    # the same 429, under the default pool_pause (5 s): page 1 waits its second, the other
+    # pages go on meanwhile
+    server = await fault_server(
+        schedule={1: [Fault.status(429, {"Retry-After": "1"}, delay=0.05)]},
+        delay=lambda n: 0.2 if n in (2, 3, 4) else 0.0,
+    )
+    s = streampage.stream(server.url, pages=PageNumber(stop=12), concurrency=4, retry=fast_retry())
+
+    pages = await collect(s)
+
+    assert numbers(pages) == Counter(range(1, 13))
+    throttled_at = server.hits_for(1)[0].ended
+    others = [h for h in server.hits if h.page != 1 and h.arrived > throttled_at + 0.01]
+    assert len(others) == 12 - 4 and max(h.arrived for h in others) - throttled_at < 0.9
+    assert gap_after(server, 1) >= 0.95  # page 1's own retry waited its Retry-After
+    assert s.stats.throttled_seconds < 0.1
 
 
 async def test_a_429_without_retry_after_takes_the_rate_limit_reset(fault_server):

@@ -215,14 +215,23 @@ async def test_max_total_bounds_the_time_a_page_spends_backing_off(fault_server)
     assert server.attempts[1] == exc.attempts
 
 
-def test_backoff_is_full_jitter_capped_by_max_wait():
+def test_backoff_is_equal_jitter_capped_by_max_wait():
     policy = RetryPolicy(backoff=0.1, max_wait=1.0)
     for retry, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (10, 1.0)]:
         waits = [policy.backoff_for(retry) for _ in range(400)]
-        assert all(0 <= w <= ceiling for w in waits), (retry, max(waits))
-        # full jitter: spread over the whole range, not clustered near the ceiling
-        assert min(waits) < 0.1 * ceiling
+        # equal jitter: spread over the upper half of the range, never below it
+        assert all(ceiling / 2 <= w <= ceiling for w in waits), (retry, min(waits), max(waits))
+        assert min(waits) < 0.6 * ceiling
         assert max(waits) > 0.9 * ceiling
+
+
+def test_the_default_policy_rides_out_two_seconds_and_gives_up_in_bounded_time():
+    # the floor of the waits: what a short outage (503s for 2 s) is sure to be waited out by
+    policy = RetryPolicy()
+    floors = [min(policy.max_wait, policy.backoff * 2**i) / 2 for i in range(policy.attempts - 1)]
+    ceilings = [min(policy.max_wait, policy.backoff * 2**i) for i in range(policy.attempts - 1)]
+    assert sum(floors[:5]) >= 2.0
+    assert sum(ceilings) <= 30.0
 
 
 def test_retry_policy_rejects_nonsense():

@@ -72,13 +72,13 @@ async def test_a_server_that_goes_silent_mid_body_times_out(fault_server):
 
 
 async def test_a_dripping_body_is_stopped_by_the_whole_attempt_deadline(fault_server):
-    # one byte every 50 ms: the silence timeout (first_byte) never fires, so only a deadline on
-    # the whole attempt, body included, ends it
+    # one byte every 50 ms: the silence timeout (first_byte) never fires, and with no
+    # minimum rate only a deadline on the whole attempt, body included, ends it
     server = await fault_server(schedule={1: [Fault.drip(0.05)] * 5})
     s = streampage.stream(
         server.url,
         pages=PageNumber(stop=1),
-        timeout=Timeout(first_byte=0.3, attempt=0.6),
+        timeout=Timeout(first_byte=0.3, attempt=0.6, min_rate=None),
         retry=fast_retry(attempts=2),
     )
 
