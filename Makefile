@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit pg-server bench bench-auto soak clean
+.PHONY: demo test lint typecheck unit pg-server bench bench-auto bench-throttle soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 ## bench-auto: pages=auto on a DRF-style API, against PageNumber and a next-link walk (~3-5 min)
 bench-auto: $(STAMP)
 	$(PY) benchmarks/auto_fanout.py
+
+## bench-throttle: defaults against 429 above 8 in flight, against hand-written pools (~1 min)
+bench-throttle: $(STAMP)
+	$(PY) benchmarks/throttle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache benchmarks/.work

@@ -181,8 +181,11 @@ _SLOW_START = 8
 #: Above the level where congestion last struck, the limit grows by one every this many
 #: round trips: probing slowly is what keeps 429s rare once the server's level is found.
 _PROBE_ROUND_TRIPS = 16
-#: ... and each time a probe finds the same level again, half as often, down to this.
-_MAX_PROBE = 256
+#: ... but only once this many seconds have passed since the level was last found, twice
+#: as long each time a probe finds the same level again, up to _MAX_QUIET. A probe costs a
+#: 429, and its page a Retry-After: rare probes keep both off a run's critical path.
+_QUIET = 2.0
+_MAX_QUIET = 60.0
 
 
 @dataclass
@@ -198,8 +201,8 @@ class _Adaptive:
     each round trip up to ``concurrency`` or the known level (TCP's slow start, RFC 5681,
     made gentler: doubling overshoots a server's level by as much as it knows; again after
     a pool-wide pause); at or above the known level it grows by one every
-    ``_PROBE_ROUND_TRIPS`` round trips, in case the server accepts more now, and half as
-    often each time the same level is found again.
+    ``_PROBE_ROUND_TRIPS`` round trips, in case the server accepts more now, after a quiet
+    time that doubles each time the same level is found again.
     """
 
     ceiling: int
@@ -208,7 +211,8 @@ class _Adaptive:
     inflight: int = 0
     sent: int = 0
     fence: int = 0
-    probe: int = _PROBE_ROUND_TRIPS
+    cut_at: float = float("-inf")
+    quiet: float = 0.0
     ok_levels: deque[int] = field(default_factory=lambda: deque(maxlen=_REMEMBERED))
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
@@ -250,17 +254,18 @@ class _Adaptive:
                 if not self.ok_levels:
                     self.limit = accepted
                 elif level > max(self.ok_levels):
-                    # the same level confirmed again: probe past it half as often
+                    # the same level confirmed again: wait twice as long before probing
                     same = accepted == self.known
-                    self.probe = min(self.probe * 2, _MAX_PROBE) if same else _PROBE_ROUND_TRIPS
+                    self.quiet = min(self.quiet * 2, _MAX_QUIET) if same else _QUIET
+                    self.cut_at = time.monotonic()
                     self.limit = self.known = accepted
         elif serial > self.fence:  # answers to requests sent before a pause do not count
             self.ok_levels.append(level)
             limit = self.limit
             if limit < self.known:
                 limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
-            else:
-                limit += 1.0 / (self.probe * limit)
+            elif time.monotonic() - self.cut_at >= self.quiet:
+                limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
             self.limit = min(float(self.ceiling), limit)
         self._wake()
 
