@@ -87,7 +87,8 @@ async def test_connection_reset_mid_body_is_retried(fault_server):
     pages = await collect(s)
 
     assert numbers(pages) == Counter({1: 1, 2: 1})
-    assert pages[0].data == {"page": 1, "items": [1]}
+    # (page 1 waits out its backoff off the worker, which takes page 2 meanwhile)
+    assert next(p.data for p in pages if p.number == 1) == {"page": 1, "items": [1]}
     assert server.attempts[1] == 2
     assert s.stats.total_retries == 1
     assert set(s.stats.retries) <= {"truncated", "connection"}
@@ -276,3 +277,24 @@ async def test_many_faults_across_pages_each_page_exactly_once(fault_server):
     assert s.stats.retries["status 429"] == 1
     assert s.stats.pages == 10
     assert s.stats.requests >= 10 + 6  # every complete response counted, error ones included
+
+
+async def test_a_page_backing_off_does_not_hold_its_worker(fault_server):
+    # page 1 fails once and waits 0.4-0.8 s before its retry; meanwhile both workers keep
+    # fetching other pages (a worker asleep through the backoff would halve the pool)
+    server = await fault_server(schedule={1: [Fault.status(503)]}, delay=0.02)
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=40),
+        concurrency=2,
+        retry=RetryPolicy(backoff=0.8, max_wait=0.8),
+    )
+
+    pages = await collect(s)
+
+    assert numbers(pages) == Counter(range(1, 41))
+    failed, retried = server.hits_for(1)
+    during = [h for h in server.hits if failed.ended < h.arrived < retried.arrived]
+    assert len(during) > 20
+    assert max(h.in_flight for h in during) == 2
+    assert server.max_in_flight <= 2  # the resting page's retry still takes a slot
