@@ -40,15 +40,19 @@ class RetryPolicy:
     (from 0) it waits a random time in ``[d / 2, d]`` with ``d = min(max_wait, backoff *
     2**i)`` ("equal jitter", AWS Architecture Blog, *Exponential Backoff and Jitter*, 2015):
     spread out like full jitter, but with a floor, so that the waits of the defaults add up
-    to at least 3.9 s after 5 retries and a short outage (a restart, a failover: 2 s of 503s)
-    is ridden out, and to at most ~26 s over all 7: a dead server is given up in bounded
-    time. A server's ``Retry-After`` wins when it asks for more. A page that has waited
-    ``max_total`` seconds in all fails at its next failure. Retried: connection errors and
-    resets, timeouts, truncated bodies and the ``statuses``; never another 4xx. A 2xx body
-    that does not decode, or that ``validate=`` rejects, is fetched ``decode_attempts``
-    times in all, because a body cut short without Content-Length shows up only as invalid
-    JSON. ``max_retry_after`` bounds what a server may ask for (``Retry-After``, rate-limit
-    reset): asking for more fails the page with an error saying so.
+    to at least 3.2 s after 7 retries and a short outage (a restart, a failover: 2 s of
+    503s) is ridden out, and to at most ~23 s over all 9: a dead server is given up in
+    bounded time. The first waits are short (25-50 ms), because a page that failed once at
+    random is usually the last one a run waits for. A server's ``Retry-After`` wins when it
+    asks for more. A page that has waited ``max_total`` seconds in all fails at its next
+    failure.
+
+    Retried: connection errors and resets, timeouts, truncated bodies and the ``statuses``;
+    never another 4xx. A 2xx body that does not decode, or that ``validate=`` rejects, is
+    fetched ``decode_attempts`` times in all, because a body cut short without
+    Content-Length shows up only as invalid JSON. ``max_retry_after`` bounds what a server
+    may ask for (``Retry-After``, rate-limit reset): asking for more fails the page with an
+    error saying so.
 
     Throttling: a 429/503 whose ``Retry-After`` is shorter than ``pool_pause`` is the page's
     own wait (the others go on, at a concurrency the adaptive limit lowers); one asking for
@@ -56,8 +60,8 @@ class RetryPolicy:
     (``RateLimit-Remaining: 0``), pauses the whole pool, which then comes back gradually.
     """
 
-    attempts: int = 8
-    backoff: float = 0.25
+    attempts: int = 10
+    backoff: float = 0.05
     max_wait: float = 10.0
     max_total: float = 120.0
     max_retry_after: float = 120.0
