@@ -40,9 +40,9 @@ class RetryPolicy:
     (from 0) it waits a random time in ``[d / 2, d]`` with ``d = min(max_wait, backoff *
     2**i)`` ("equal jitter", AWS Architecture Blog, *Exponential Backoff and Jitter*, 2015):
     spread out like full jitter, but with a floor, so that the waits of the defaults add up
-    to at least 3.2 s after 7 retries and a short outage (a restart, a failover: 2 s of
-    503s) is ridden out, and to at most ~23 s over all 9: a dead server is given up in
-    bounded time. The first waits are short (25-50 ms), because a page that failed once at
+    to at least 5.1 s over 9 retries and a short outage (a restart, a failover: 2 s of 503s)
+    is ridden out, and to at most ~10 s: a dead server is given up in bounded time. The
+    first waits are short (10-20 ms, doubling), because a page that failed once or twice at
     random is usually the last one a run waits for. A server's ``Retry-After`` wins when it
     asks for more. A page that has waited ``max_total`` seconds in all fails at its next
     failure.
@@ -61,7 +61,7 @@ class RetryPolicy:
     """
 
     attempts: int = 10
-    backoff: float = 0.05
+    backoff: float = 0.02
     max_wait: float = 10.0
     max_total: float = 120.0
     max_retry_after: float = 120.0

@@ -447,7 +447,7 @@ def stream(
     mutated); ``max_pages`` caps the number of pages whatever the paginator says.
 
     Resilience: ``retry`` (``True``: ``RetryPolicy()``, 10 attempts, equal-jitter backoff from
-    50 ms, ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``),
+    20 ms, ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``),
     ``rate`` (requests per second, or ``RateLimit(per_second, burst)``, shared by all
     workers), ``adaptive`` (default on: a 429/503 that concurrency explains lowers the
     in-flight limit to what the server accepts, and it probes upward slowly; ``False``

@@ -50,7 +50,7 @@ async def ended(server) -> None:
 def test_retry_policy_defaults():
     policy = RetryPolicy()
     assert policy.attempts == 10
-    assert policy.backoff == 0.05
+    assert policy.backoff == 0.02
     assert policy.max_wait == 10.0
     assert policy.max_total == 120.0
     assert policy.pool_pause == 5.0
@@ -73,11 +73,11 @@ def test_the_default_backoff_is_equal_jitter():
 def test_the_default_waits_outlast_two_seconds_and_end_in_bounded_time():
     policy = RetryPolicy()
     ceilings = [min(policy.max_wait, policy.backoff * 2**i) for i in range(policy.attempts - 1)]
-    # the shortest the first seven retries can wait in all: 0.025 + 0.05 + ... + 1.6
-    assert sum(c / 2 for c in ceilings[:7]) == pytest.approx(3.175)
-    # the longest a page can wait over all its retries: a dead server is given up in ~23 s,
+    # the shortest the nine retries can wait in all: 0.01 + 0.02 + ... + 2.56
+    assert sum(c / 2 for c in ceilings) == pytest.approx(5.11)
+    # the longest a page can wait over all its retries: a dead server is given up in ~10 s,
     # well inside max_total
-    assert sum(ceilings) == pytest.approx(22.75)
+    assert sum(ceilings) == pytest.approx(10.22)
     assert sum(ceilings) <= policy.max_total
 
 
