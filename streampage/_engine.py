@@ -314,13 +314,13 @@ class Engine:
         cost a fifth of the throughput that way). Its next attempts still go through the
         adaptive limit, so the requests in flight stay within it."""
         walk, seq, number = job
-        try:
+        payload: Page[Any] | StreamPageError | _Rest | None = None
+        try:  # resting until its result is in: at most `concurrency` pages rest at once
             await asyncio.sleep(rest.wait)
+            if not walk.broken and not walk.run.past_end(number):  # the end may have moved
+                payload = await self._fetch(walk, number, rest, hand_off=False)
         finally:
             self._resting -= 1
-        payload: Page[Any] | StreamPageError | _Rest | None = None
-        if not walk.broken and not walk.run.past_end(number):  # the end may have moved
-            payload = await self._fetch(walk, number, rest, hand_off=False)
         assert not isinstance(payload, _Rest)
         if walk.on_settle is not None:
             walk.on_settle(number)
@@ -366,7 +366,7 @@ class Engine:
                 error, reason = exc, ""
             finally:
                 if adaptive is not None:
-                    adaptive.release(ticket, status in CONGESTION_STATUSES)
+                    adaptive.release(ticket, status)
             if status:
                 stats.bytes += len(resp.body)
                 stats.network_seconds += resp.elapsed
@@ -380,8 +380,6 @@ class Engine:
                         data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
                         page = Page(number, data, info, walk.source)
-                        if self._validate is not None:
-                            self._validated(page)
                         return self._accept(walk, page, hash(resp.body))
                     except DecodeError as exc:  # ValidationError too: validate= said no
                         decode_failures += 1
@@ -425,7 +423,7 @@ class Engine:
                 return _Rest(wait, url, attempt, decode_failures, waited)
             await asyncio.sleep(wait)
 
-    def _validated(self, page: Page[Any]) -> None:
+    def _validated(self, page: Page[Any], walk: Walk | None = None) -> None:
         """``validate=`` on a decoded page: a false answer or an exception rejects it, and it
         is fetched again like a body that did not decode (a cache or a proxy that served
         another page's body, say)."""
@@ -436,6 +434,8 @@ class Engine:
         except Exception as exc:
             ok, why = False, f"validate= raised {type(exc).__name__}: {exc}"
         if not ok:
+            if walk is not None:
+                walk.forget(page.number)
             shown = redact_url(page.response.url)
             raise ValidationError(
                 f"page {page.number} was rejected: {why} (url: {shown})",
@@ -458,7 +458,20 @@ class Engine:
             self.stats.past_end += 1
             return None
         pair = walk.repeated(number, digest)
-        if pair is not None and self._repeat(walk, pair, page) and pair[0] == number:
+        try:
+            ended = pair is not None and self._repeat(walk, pair, page)
+            # validate= after the end is known (a page past it is no error), and before a
+            # repeat is reported (another page's body is the server's slip, fetched again)
+            if self._validate is not None and not (ended and pair and pair[0] == number):
+                self._validated(page)
+        except PaginationError:
+            if self._validate is not None:
+                self._validated(page, walk)
+            raise
+        except ValidationError:
+            walk.forget(number)
+            raise
+        if ended and pair is not None and pair[0] == number:
             self.stats.past_end += 1
             return None
         return page if run.accept(page) else None
@@ -528,10 +541,15 @@ class Engine:
             )
         elif status in (401, 403):
             hint = " Check the credentials (headers=) and that they grant access to this URL."
-        elif status in CONGESTION_STATUSES:
+        elif status == 429:
             hint = (
                 " The server throttles: lower concurrency= or set rate=, and give retries"
                 " more time (RetryPolicy)."
+            )
+        elif status == 503:
+            hint = (
+                " The server is unavailable (an outage, or overload): try again later, or"
+                " give retries more time (RetryPolicy)."
             )
         elif status in policy.statuses:
             hint = " The server failed to answer: a transient fault, tried again if retries allow."

@@ -13,7 +13,6 @@ or a final ``PageError`` here, at one boundary.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from time import perf_counter
@@ -38,8 +37,6 @@ _CHUNK = 1 << 16
 #: Bodies with a Content-Length up to this are read in one call; larger ones in chunks,
 #: so that Timeout(min_rate=) can watch them.
 _WHOLE = 1 << 18
-#: Past this many bytes, a body needs the pool's one "big body" slot to grow further.
-_BIG = 1 << 20
 
 
 def is_secret_header(name: str) -> bool:
@@ -79,7 +76,6 @@ class HttpClient:
     ) -> None:
         self.session: aiohttp.ClientSession | None = None
         self._min_rate = min_rate
-        self._big = asyncio.Lock()
         #: a body is held to min_rate once it has streamed this long (Timeout.first_byte)
         self._grace = timeout.sock_read if timeout.sock_read is not None else 10.0
         self._marked = frozenset(name.lower() for name in secret_headers)
@@ -196,19 +192,17 @@ class HttpClient:
         parts: list[bytes] = []
         size = 0
         min_rate = self._min_rate
-        started = perf_counter()
-        big = False
+        started = 0.0
         try:
             async for chunk in resp.content.iter_chunked(_CHUNK):
+                if not size:
+                    # the rate is timed from the first byte: a silence before it is
+                    # first_byte's to judge, not min_rate's
+                    started = perf_counter()
                 size += len(chunk)
                 if size > cap:
                     raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
                 parts.append(chunk)
-                if size > _BIG and not big:
-                    # One body at a time grows past _BIG: the others wait here (the socket
-                    # pushes back), so memory holds one page at the cap, not one per worker.
-                    await self._big.acquire()
-                    big = True
                 if min_rate is not None:
                     elapsed = perf_counter() - started
                     if elapsed > self._grace and size < min_rate * elapsed:
@@ -221,8 +215,6 @@ class HttpClient:
             # An error's traceback keeps this frame alive (in stream.failures, say): it
             # must not keep the refused body's bytes alive with it.
             parts.clear()
-            if big:
-                self._big.release()
 
 
 def _too_large(number: int, url: URL, cap: int, detail: str) -> ResponseTooLargeError:

@@ -96,11 +96,11 @@ class Timeout:
     ``connect`` bounds opening a connection. ``first_byte`` bounds waiting for the response
     and every silence while its body streams in: a server that stalls is given up in
     seconds. ``min_rate`` (bytes a second) catches the body that never stalls but drips: once
-    a body has streamed for ``first_byte`` seconds, it must have averaged at least that
-    much (1 KiB/s lets a 32 MiB page take 9 hours; a drip of a byte a second is stopped after
-    ``first_byte``). It is checked on bodies read in chunks: chunked, compressed, or with a
-    Content-Length over 256 KiB. ``attempt`` bounds the whole attempt, body included, as a
-    last resort.
+    a body has streamed for ``first_byte`` seconds from its first byte, it must have
+    averaged at least that much (1 KiB/s lets an 8 MiB page take two hours; a drip of a byte
+    a second is stopped after ``first_byte``). It is checked on bodies read in chunks:
+    chunked, compressed, or with a Content-Length over 256 KiB. ``attempt`` bounds the whole
+    attempt, body included, as a last resort.
     """
 
     connect: float | None = 10.0
@@ -137,7 +137,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is true, and float() refuses it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -178,7 +178,7 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
     return None
 
 
-#: Successes remembered by the adaptive limit: the in-flight counts they were sent at.
+#: Answers remembered by the adaptive limit, with the in-flight counts they were sent at.
 _REMEMBERED = 64
 #: In flight at the start, before any response: the limit then doubles each round trip.
 _SLOW_START = 8
@@ -196,12 +196,12 @@ _MAX_QUIET = 60.0
 class _Adaptive:
     """An in-flight limit that finds the concurrency a server accepts, and stays near it.
 
-    Each request remembers how many were in flight when it was sent. A 429/503 sent at a
-    level that recent successes never reached is explained by concurrency: the server
-    accepts one less, so the limit drops to that at once (not by half: halving overshoots,
-    and every regrowth trips the server again). A 429 at a level that succeeds too is not
-    about concurrency (a share of requests throttled at random, a budget): no cut; its
-    page waits its own Retry-After. The limit starts at a few requests and grows by half
+    Each request remembers how many were in flight when it was sent. 429/503s that fall
+    on the levels above some level, and not below it, are explained by concurrency: the
+    server accepts that level, so the limit drops to it at once (not by half: halving
+    overshoots, and every regrowth trips the server again). Refusals spread over every
+    level (a share of requests throttled at random, faults, a budget) cut nothing; their
+    pages wait their own Retry-After. The limit starts at a few requests and grows by half
     each round trip up to ``concurrency`` or the known level (TCP's slow start, RFC 5681,
     made gentler: doubling overshoots a server's level by as much as it knows; again after
     a pool-wide pause); at or above the known level it grows by one every
@@ -217,7 +217,9 @@ class _Adaptive:
     fence: int = 0
     cut_at: float = float("-inf")
     quiet: float = 0.0
-    ok_levels: deque[int] = field(default_factory=lambda: deque(maxlen=_REMEMBERED))
+    suspect: float | None = None
+    #: the last answers: (the level a request was sent at, whether it succeeded)
+    answers: deque[tuple[int, bool]] = field(default_factory=lambda: deque(maxlen=_REMEMBERED))
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -244,27 +246,16 @@ class _Adaptive:
         self.sent += 1
         return self.inflight, self.sent
 
-    def release(self, ticket: tuple[int, int], congested: bool) -> None:
+    def release(self, ticket: tuple[int, int], status: int) -> None:
+        """A request is over: ``status`` is its HTTP status, 0 when no response came (a
+        reset, a timeout, a cancellation: neither a success nor a refusal)."""
         level, serial = ticket
         self.inflight -= 1
-        if congested:
-            # Explained by concurrency only against successes at lower levels. Before any
-            # success the cut is tentative: the known level stays, so the limit doubles
-            # back at once if the server was refusing everything (a restart), and is cut
-            # for good by the first refusal above a level that succeeded. A request sent
-            # above the current limit (before an earlier cut) says nothing new.
-            accepted = max(1.0, level - 1.0)
-            if accepted < self.limit:
-                if not self.ok_levels:
-                    self.limit = accepted
-                elif level > max(self.ok_levels):
-                    # the same level confirmed again: wait twice as long before probing
-                    same = accepted == self.known
-                    self.quiet = min(self.quiet * 2, _MAX_QUIET) if same else _QUIET
-                    self.cut_at = time.monotonic()
-                    self.limit = self.known = accepted
-        elif serial > self.fence:  # answers to requests sent before a pause do not count
-            self.ok_levels.append(level)
+        if status in CONGESTION_STATUSES:
+            self.answers.append((level, False))
+            self._refused(level)
+        elif status and serial > self.fence:  # answers sent before a pause do not count
+            self.answers.append((level, True))
             limit = self.limit
             if limit < self.known:
                 limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
@@ -272,6 +263,50 @@ class _Adaptive:
                 limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
             self.limit = min(float(self.ceiling), limit)
         self._wake()
+
+    def _refused(self, level: int) -> None:
+        """A 429/503 for a request sent at ``level``.
+
+        Explained by concurrency when recent answers at this level and above are mostly
+        refusals, and at least three times as often as below it: a server's limit refuses
+        what goes past it and nothing under it, a random share of refusals (faults, a
+        budget) falls on every level alike. Levels are ours, and answers in transit make
+        them a little higher than the server's count; a rate, unlike a strict "above every
+        success", is not thrown off by that. One explained refusal is only a suspicion: the
+        limit comes down at once, but the level is taken as known, and probed past only
+        rarely, when a second one confirms it (the rest of the same burst, or the next
+        overshoot). Before any success a cut is tentative too, so a server that refused
+        everything for a moment (a restart) leaves no lasting cut.
+        """
+        answers = self.answers
+        if not any(ok for _level, ok in answers):
+            accepted = max(1.0, level - 1.0)
+            if accepted < self.limit:
+                self.limit = accepted
+            return
+        # the lowest level that the recent refusals explain (a burst past the server's
+        # limit is refused at every level above it, in whatever order the answers come)
+        for lowest in sorted({seen for seen, ok in answers if not ok and seen <= level}):
+            above = [ok for seen, ok in answers if seen >= lowest]
+            below = [ok for seen, ok in answers if seen < lowest]
+            refused_above = above.count(False) / len(above)
+            refused_below = below.count(False) / len(below) if below else 0.0
+            if len(above) >= 3 and refused_above >= 0.5 and refused_above >= 3 * refused_below:
+                break
+        else:
+            return
+        accepted = max(1.0, lowest - 1.0)
+        suspect = self.suspect
+        if accepted < self.limit:
+            self.limit = accepted
+        self.suspect = min(accepted, suspect) if suspect is not None else accepted
+        if suspect is None or min(accepted, self.limit) > suspect + 1:
+            return
+        found = min(self.limit, suspect)
+        # confirmed; the same level found again: wait twice as long before probing past it
+        self.quiet = min(self.quiet * 2, _MAX_QUIET) if found == self.known else _QUIET
+        self.cut_at = time.monotonic()
+        self.limit = self.known = found
 
     def restart(self) -> None:
         """After a pool-wide pause: come back with a couple of requests, then double."""
@@ -311,11 +346,12 @@ class PoolControl:
     def pause(self, seconds: float) -> None:
         """Hold every worker for ``seconds`` from now (a long Retry-After, a budget gone);
         the adaptive limit then lets them back a few at a time."""
-        until = time.monotonic() + seconds
+        now = time.monotonic()
+        until = now + seconds
         if until > self._paused_until:
+            if self.adaptive is not None and now >= self._paused_until:
+                self.adaptive.restart()  # a new pause, not a later answer extending it
             self._paused_until = until
-            if self.adaptive is not None:
-                self.adaptive.restart()
 
     @property
     def must_wait(self) -> bool:

@@ -114,6 +114,13 @@ class Walk:
     def __post_init__(self) -> None:
         self.on_settle = getattr(self.run, "settled", None)
 
+    def forget(self, number: int) -> None:
+        """Page ``number``'s body was rejected (validate=): it is fetched again, and its
+        digest must not stand for it meanwhile."""
+        self.digests.pop(number, None)
+        if number == self.first:
+            self.first_digest = None
+
     def repeated(self, number: int, digest: int) -> tuple[int, int] | None:
         """(page, the page it repeats) when page ``number``'s body, now known, makes two
         pages alike: it and the page before or after it, or it and the first page (a

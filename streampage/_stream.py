@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from time import perf_counter
@@ -49,7 +50,7 @@ __all__ = ["Failure", "Stream", "stream"]
 
 ParamValue = str | int | float
 OnError = Literal["raise", "skip"]
-DEFAULT_MAX_PAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_PAGE_BYTES = 8 * 1024 * 1024
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -503,6 +504,11 @@ def stream(
         raise ConfigurationError(f"on_error={on_error!r} must be 'raise' or 'skip'")
     if max_page_bytes < 1:
         raise ConfigurationError(f"max_page_bytes={max_page_bytes!r} must be >= 1")
+    if validate is not None and (not callable(validate) or inspect.iscoroutinefunction(validate)):
+        raise ConfigurationError(
+            f"validate={validate!r} must be a plain function of the page that returns true "
+            "to accept it (an async function would accept every page unseen)"
+        )
     if isinstance(secret_headers, str):
         raise ConfigurationError("secret_headers= takes a list of header names, not one string")
     if pages is None:

@@ -178,7 +178,7 @@ def _expectations(pairs: list[tuple[str, str]]) -> Callable[[Any], bool] | None:
         query = page.response.url.query
         for field, param in pairs:
             sent, echoed = query.get(param), get_path(page.data, field)
-            if sent is None or str(echoed) != sent:
+            if sent is None or not _echoes(echoed, sent):
                 raise ValueError(
                     f"--expect {field}={param}: the body's {field} is {echoed!r}, "
                     f"the request's {param} is {sent!r}"
@@ -186,6 +186,17 @@ def _expectations(pairs: list[tuple[str, str]]) -> Callable[[Any], bool] | None:
         return True
 
     return check
+
+
+def _echoes(echoed: Any, sent: str) -> bool:
+    """Does a body's value echo a query value? Numbers as numbers (``1.0``, ``"01"`` echo
+    ``?page=1``), anything else as text."""
+    if str(echoed) == sent:
+        return True
+    try:
+        return float(echoed) == float(sent)
+    except (TypeError, ValueError):
+        return False
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -543,7 +554,7 @@ def _fetch_parser(sub: Any) -> None:
         type=_bytes,
         default=DEFAULT_MAX_PAGE_BYTES,
         metavar="SIZE",
-        help="refuse larger bodies (default 16M; 512k, 1G...)",
+        help="refuse larger bodies (default 8M; 512k, 1G...)",
     )
     c.add_argument(
         "--on-error",

@@ -66,6 +66,7 @@ class Fault:
     interval: float = 0.0  # drip: seconds between bytes
     location: str | Callable[[web.BaseRequest], str] | None = None  # redirect
     delay: float = 0.0  # seconds before answering
+    after_headers: float = 0.0  # paced: seconds of silence between the headers and the body
 
     def __repr__(self) -> str:
         return f"{self.kind} {self.code}" if self.kind in ("status", "redirect") else self.kind
@@ -168,10 +169,13 @@ class Fault:
         return cls("drip", interval=interval)
 
     @classmethod
-    def paced(cls, body: bytes, chunk: int = CHUNK, interval: float = 0.01) -> Fault:
+    def paced(
+        cls, body: bytes, chunk: int = CHUNK, interval: float = 0.01, after_headers: float = 0.0
+    ) -> Fault:
         """A 200 with this body, chunked, ``chunk`` bytes every ``interval`` seconds: a body
-        that takes long to arrive but never stalls (``len(body) / chunk * interval`` s)."""
-        return cls("paced", body=body, size=chunk, interval=interval)
+        that takes long to arrive but never stalls (``len(body) / chunk * interval`` s),
+        after ``after_headers`` seconds of silence between the headers and its first byte."""
+        return cls("paced", body=body, size=chunk, interval=interval, after_headers=after_headers)
 
     @classmethod
     def oversized(cls, size: int, content_length: bool = False) -> Fault:
@@ -393,6 +397,8 @@ class FaultServer:
             resp.enable_chunked_encoding()
             await resp.prepare(request)
             hit.status = 200
+            if fault.after_headers:
+                await asyncio.sleep(fault.after_headers)
             for i in range(0, len(fault.body), fault.size):
                 await asyncio.sleep(fault.interval)
                 await resp.write(fault.body[i : i + fault.size])

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import msgspec
 import pytest
@@ -444,3 +445,66 @@ async def test_cli_expect_fails_a_page_that_never_matches(fault_server, tmp_path
     document = json.loads(stats.read_text())
     [failure] = document["failures"]
     assert (failure["page"], failure["attempts"], failure["error"]) == (3, 2, "ValidationError")
+
+
+# ---------------------------------------------------------------------- second reading
+
+
+async def test_a_malformed_retry_after_is_no_header_not_a_crash(fault_server):
+    # "²" is a digit to str.isdigit(), and no number to float(): the page is retried as if
+    # no Retry-After were given, and the stream goes on
+    server = await fault_server(schedule={1: [Fault.status(503, {"Retry-After": "²"})]})
+    s = streampage.stream(server.url, pages=PageNumber(stop=3), retry=fast_retry())
+
+    pages = await collect(s)
+
+    assert sorted(p.number for p in pages) == [1, 2, 3]
+    assert server.attempts[1] == 2
+
+
+async def test_validate_does_not_reject_the_repeat_that_ends_the_data(page_server):
+    # pages past the end repeat the last one (json-server 1.x): that is the end, found
+    # before validate= could call the repeat another page's body and fetch it forever
+    server = await page_server(pages=5, extra=lambda n: {"at": min(n, 5)})
+    server.items = lambda n: [{"id": min(n, 5)}] if n >= 1 else []  # type: ignore[method-assign]
+    server.body = lambda n: {"at": min(n, 5), "items": server.items(n)}  # type: ignore[method-assign]
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(),
+        validate=lambda p: p.data["at"] == p.number,
+        on_error="skip",
+        concurrency=4,
+    )
+
+    pages = await collect(s)
+
+    assert [p.number for p in pages] == [1, 2, 3, 4, 5]
+    assert s.failures == []
+
+
+def test_an_async_validate_is_refused_at_once():
+    async def check(page: Any) -> bool:
+        return False
+
+    with pytest.raises(streampage.ConfigurationError, match="plain function"):
+        streampage.stream("http://127.0.0.1:1/items", validate=check)
+
+
+async def test_min_rate_is_timed_from_the_first_byte_of_the_body(fault_server):
+    # headers, then a silence shorter than first_byte, then a body at ~2 MB/s: the silence
+    # is first_byte's to judge, and the rate is timed from the first body byte (timed from
+    # the headers, it would read ~400 KB/s at 0.3 s, under the 500 KB/s asked)
+    body = b'{"page": 1, "items": [1]}' + b" " * 200_000
+    server = await fault_server(
+        schedule={1: [Fault.paced(body, chunk=20_000, interval=0.01, after_headers=0.25)]}
+    )
+    s = streampage.stream(
+        server.url,
+        pages=PageNumber(stop=1),
+        timeout=Timeout(first_byte=0.3, min_rate=500_000),
+        retry=False,
+    )
+
+    pages = await collect(s)
+
+    assert [p.number for p in pages] == [1]

@@ -121,16 +121,16 @@ async def test_an_oversized_page_is_a_failure_with_skip(fault_server):
     assert s.stats.failed == 1
 
 
-async def test_the_default_cap_is_16_mib(fault_server):
+async def test_the_default_cap_is_8_mib(fault_server):
     default = inspect.signature(streampage.stream).parameters["max_page_bytes"].default
-    assert default == 16 * MiB
-    server = await fault_server(schedule={1: [Fault.oversized(16 * MiB + 1, content_length=True)]})
+    assert default == 8 * MiB
+    server = await fault_server(schedule={1: [Fault.oversized(8 * MiB + 1, content_length=True)]})
     s = streampage.stream(server.url, pages=PageNumber(stop=1))
 
     _, exc = await collect_error(s)
 
     assert isinstance(exc, streampage.ResponseTooLargeError)
-    assert str(16 * MiB) in str(exc)
+    assert str(8 * MiB) in str(exc)
 
 
 def test_the_cap_must_be_positive():

@@ -257,3 +257,24 @@ async def test_after_a_pool_pause_the_workers_come_back_a_few_at_a_time(fault_se
     soon = [h for h in after if h.arrived < resumed + 8 * latency]
     assert max(h.in_flight for h in soon) >= concurrency * 3 // 4, [h.in_flight for h in soon]
     assert server.statuses()[429] == 1
+
+
+async def test_random_refusals_on_every_level_leave_the_pool_wide(fault_server):
+    # 5% of pages are refused once with 503, at random: no level explains them, so the
+    # limit is not cut, and the pool stays near its width
+    import random
+    import statistics
+
+    rnd = random.Random(7)
+    total, concurrency = 600, 20
+    schedule = {n: [Fault.status(503)] for n in range(1, total + 1) if rnd.random() < 0.05}
+    server = await fault_server(schedule=schedule, delay=0.03)
+    s = streampage.stream(
+        server.url, pages=PageNumber(stop=total), concurrency=concurrency, retry=fast_retry()
+    )
+
+    pages = await collect(s, within=30)
+
+    assert Counter(p.number for p in pages) == Counter(range(1, total + 1))
+    late = server.hits[len(server.hits) // 3 : -concurrency]
+    assert statistics.median(h.in_flight for h in late) >= concurrency * 0.6
