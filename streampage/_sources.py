@@ -156,6 +156,7 @@ class Sources:
         params: Mapping[str, ParamValue] | None,
         max_pages: int | None,
         verify: bool = True,
+        authorization: bool = False,
     ) -> None:
         self._pages = pages
         self._params = dict(params) if params else {}
@@ -163,6 +164,8 @@ class Sources:
         #: every source is cut at this many pages, whatever its paginator says
         self.max_pages = max_pages
         self._verify = verify
+        #: the stream's headers include Authorization (userinfo in a URL would clash)
+        self.authorization = authorization
         #: set by into() on resume: pages already committed are not delivered again
         self.checkpoint: Checkpoint | None = None
         self.single: Source | None = None
@@ -182,6 +185,12 @@ class Sources:
 
     def url(self, source: Source) -> URL:
         url = check_url(source.url)
+        if (url.user or url.password) and self.authorization:
+            raise ConfigurationError(
+                f"{redact_url(url)} carries credentials (user:password@) and headers= has "
+                "an Authorization header too: send one or the other (streampage fetch: -H "
+                "'Authorization: ...' or the URL's user:password@, not both)"
+            )
         try:
             if self._params:
                 url = url.update_query(self._params)

@@ -517,7 +517,15 @@ def stream(
         raise ConfigurationError(
             f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"
         )
-    sources = Sources(url, pages=pages, params=params, max_pages=max_pages, verify=verify)
+    authorization = any(k.lower() == "authorization" for k in headers or {})
+    sources = Sources(
+        url,
+        pages=pages,
+        params=params,
+        max_pages=max_pages,
+        verify=verify,
+        authorization=authorization,
+    )
     return Stream(
         sources=sources,
         pages=pages,

@@ -606,6 +606,11 @@ def _fetch_parser(sub: Any) -> None:
         help="where the records go (see below; default: stdout)",
     )
     o.add_argument(
+        "--create-dirs",
+        action="store_true",
+        help="create the folders of -o (and --stats-json) that do not exist yet",
+    )
+    o.add_argument(
         "--records",
         metavar="PATH",
         default="auto",
@@ -967,7 +972,7 @@ class _Target:
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
 
-def _target(text: str) -> _Target:
+def _target(text: str, create_dirs: bool = False) -> _Target:
     """The sink an ``-o`` target names; a one-line UsageError for anything else."""
     from . import sinks
 
@@ -984,7 +989,7 @@ def _target(text: str) -> _Target:
                 f"output {text!r}: write sqlite:///relative/path.db?table=NAME or "
                 "sqlite:////absolute/path.db?table=NAME (table is the only option)"
             )
-        _check_file(path, text)
+        _check_file(path, text, create_dirs)
         return _Target(sinks.SQLite(path, table=table), f"{path} (SQLite, table {table})")
     if lowered.startswith(("postgresql://", "postgres://")):
         parts = urlsplit(text)
@@ -1004,10 +1009,10 @@ def _target(text: str) -> _Target:
     if Path(text).is_dir():
         raise UsageError(f"output {text!r} is a directory; name a file in it")
     if lowered.endswith(_JSONL_SUFFIXES):
-        _check_file(text, text)
+        _check_file(text, text, create_dirs)
         return _Target(sinks.JSONLines(text), f"{text} (JSON Lines)")
     if lowered.endswith(".parquet"):
-        _check_file(text, text)
+        _check_file(text, text, create_dirs)
         try:
             sink = sinks.Parquet(text)
         except ImportError as exc:
@@ -1024,11 +1029,15 @@ def _unknown_target(text: str, shown: str) -> str:
     )
 
 
-def _check_file(path: str, text: str) -> None:
+def _check_file(path: str, text: str, create_dirs: bool = False) -> None:
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"output {text!r} is a directory; name a file in it")
     parent = p.parent
+    if not parent.exists() and not create_dirs:
+        raise UsageError(
+            f"output {text!r}: the folder {parent} does not exist; create it, or pass --create-dirs"
+        )
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
@@ -1047,7 +1056,7 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
-    target = _target(args.output)
+    target = _target(args.output, args.create_dirs)
     if target.sink is None:
         for given, option in (
             (args.resume, "--resume"),
@@ -1062,7 +1071,7 @@ def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
     if args.stats_json == "-" and target.sink is None:
         raise UsageError("--stats-json - would mix with the records on stdout: name a file")
     if args.stats_json not in (None, "-"):
-        _check_file(args.stats_json, args.stats_json)
+        _check_file(args.stats_json, args.stats_json, args.create_dirs)
     if args.burst is not None and args.rate is None:
         raise UsageError("--burst needs --rate")
     headers: dict[str, str] = {}

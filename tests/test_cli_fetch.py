@@ -431,6 +431,33 @@ def test_output_into_a_directory_is_bad_usage(
     assert "is a directory" in usage(["http://127.0.0.1:9/x", "-o", str(folder)], capsys)
 
 
+def test_a_missing_output_folder_is_bad_usage_unless_asked_to_create_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "no" / "such" / "x.jsonl"
+    said = usage(["http://127.0.0.1:9/x", "-o", str(target)], capsys)
+    assert f"the folder {target.parent} does not exist" in said and "--create-dirs" in said
+    assert not target.parent.exists()  # nothing was created behind the user's back
+
+
+async def test_create_dirs_makes_the_output_folder(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "items.jsonl"
+    async with demo_api() as url:
+        run = await fetch(url, "-o", str(target), "--create-dirs", "-q")
+    assert run.code == 0, run
+    assert sorted(jsonl_ids(target)) == list(range(1, 301))
+
+
+def test_credentials_in_the_url_and_an_authorization_header_is_bad_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    said = usage(
+        ["http://me:pw@127.0.0.1:9/x", "-H", "Authorization: Bearer t0ken", "-o", "-"], capsys
+    )
+    assert "user:password@" in said and "Authorization" in said
+    assert "t0ken" not in said and ":pw@" not in said
+
+
 def test_an_unreachable_host_is_one_line_and_exit_1(
     dead_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

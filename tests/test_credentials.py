@@ -380,3 +380,11 @@ async def test_verify_tls_false_turns_verification_off(tls_server):
     pages = await collect(s)
 
     assert sorted(p.number for p in pages) == [1, 2]
+
+
+def test_userinfo_and_an_authorization_header_together_are_refused_at_once():
+    # aiohttp would raise a raw ValueError at the first request; say which two clash
+    with pytest.raises(streampage.ConfigurationError) as caught:
+        streampage.stream("http://me:secret@127.0.0.1:1/items", headers={"authorization": "x"})
+    assert "user:password@" in str(caught.value) and "Authorization" in str(caught.value)
+    assert "secret" not in str(caught.value)

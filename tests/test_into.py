@@ -217,3 +217,19 @@ async def test_a_cursor_walk_resumes_from_its_last_committed_page(tmp_path):
 
 def test_hang_guard_is_shared() -> None:
     assert HANG > 0
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+async def test_a_file_sinks_journal_is_the_owners_alone(page_server, tmp_path, kind):
+    # the journal holds checkpoints (walk URLs among them): mode 0600, whatever the umask
+    server = await page_server(pages=3)
+    sink: Any
+    if kind == "jsonl":
+        sink = JSONLines(tmp_path / "out.jsonl")
+    else:
+        sink = streampage.sinks.Parquet(tmp_path / "out.parquet")
+
+    await streampage.stream(server.url, pages=PageNumber(stop=3)).records("items").into(sink)
+
+    assert sink.journal.exists()
+    assert sink.journal.stat().st_mode & 0o777 == 0o600

@@ -69,6 +69,7 @@ class JSONLines:
             # The (empty) journal exists before the first byte of data does: a run killed
             # inside its first commit leaves a file this sink recognises and cuts back to 0.
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.journal.touch(mode=0o600)  # it holds checkpoints: the owner's alone
             with open(self.journal, "ab") as journal:
                 os.fsync(journal.fileno())
             _fsync_dir(self.path.parent)

@@ -189,7 +189,7 @@ class Parquet:
             if self._schema is None:
                 schemas.append(pa.parquet.read_schema(part).remove_metadata())
         if not self.journal.exists():
-            self.journal.touch()
+            self.journal.touch(mode=0o600)  # it holds checkpoints: the owner's alone
             _fsync_dir(self.journal.parent)
         self._journal_file = open(self.journal, "ab")  # noqa: SIM115 - held open across calls
         self._merged = merged
