@@ -42,25 +42,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
 import json
 import logging
 import math
 import os
-import platform
-import shutil
-import signal
-import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _harness import has_uvloop, machine, serve_forever, snapshot_streampage, stop_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -151,40 +147,10 @@ def serve_main(argv: Sequence[str]) -> None:
     async def stats_view(request: web.Request) -> web.Response:
         return web.json_response({**stats, "cpu": time.process_time()})
 
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_get("/items", items)
-        app.router.add_get("/_stats", stats_view)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = runner.addresses[0][1]
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-
-        stdin = sys.stdin.fileno()
-
-        def on_stdin() -> None:  # the parent holds our stdin open: EOF means it is gone
-            if not os.read(stdin, 4096):
-                loop.remove_reader(stdin)
-                stop.set()
-
-        if stat.S_ISFIFO(os.fstat(stdin).st_mode):  # run by hand: SIGTERM or Ctrl-C
-            loop.add_reader(stdin, on_stdin)
-        print(json.dumps({"port": port}), flush=True)
-        await stop.wait()
-        await runner.cleanup()
-
-    try:  # the server is not what is measured: give it the faster loop when there is one
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve())
+    app = web.Application()
+    app.router.add_get("/items", items)
+    app.router.add_get("/_stats", stats_view)
+    serve_forever(app)
 
 
 # ---------------------------------------------------------------------- client (subprocess)
@@ -296,30 +262,6 @@ class Setup:
     runs: list[Run] = field(default_factory=list)
 
 
-def snapshot_streampage(dest: Path) -> str:
-    """Copy streampage/ to ``dest`` and return what was copied (git describe, sha256).
-
-    The library is being edited while benchmarks run; every client of one invocation must
-    measure the same code, so they import this copy (PYTHONPATH), not the working tree.
-    """
-    shutil.copytree(
-        REPO / "streampage",
-        dest / "streampage",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    described = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    digest = hashlib.sha256()
-    for path in sorted((dest / "streampage").rglob("*.py")):
-        digest.update(path.relative_to(dest).as_posix().encode() + b"\0" + path.read_bytes())
-    what = f"working tree ({described or 'not a git checkout'})"
-    return f"{what}, sources sha256 {digest.hexdigest()[:12]}"
-
-
 def server_stats(setup: Setup) -> dict[str, float]:
     """The server's counters, read over plain HTTP (urllib: nothing to import in the parent)."""
     import urllib.request
@@ -409,26 +351,6 @@ def measure(setup: Setup, rounds: int) -> None:
             )
 
 
-def machine() -> str:
-    """CPU count and model, Python, OS and the HTTP stack: what the numbers depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = f" ({line.split(':', 1)[1].strip()})"
-                break
-    stack = []
-    for dist in ("aiohttp", "yarl", "msgspec", "uvloop"):
-        with contextlib.suppress(PackageNotFoundError):
-            stack.append(f"{dist} {version(dist)}")
-    return (
-        f"{os.cpu_count()} CPUs{model}, Python {platform.python_version()} "
-        f"({platform.system()} {platform.release()}), {', '.join(stack)}"
-    )
-
-
 def chosen_paginator(message: str | None) -> str:
     """``NextURL(field='next')`` out of ``pages=auto chose NextURL(...) for URL``."""
     if message is None:
@@ -497,7 +419,7 @@ def report(setup: Setup, args: argparse.Namespace, code: str) -> str:
         "*requests* is the median per run as the server counted them, *404s* the most in "
         "one run (pages asked for past the end); *server CPU* is the server process's CPU "
         "time over the client's wall time. Server: aiohttp"
-        + (" on uvloop" if _has_uvloop() else "")
+        + (" on uvloop" if has_uvloop() else "")
         + " in its own process"
         + (f" on CPU 0, clients on CPU {setup.client_cpu}" if setup.client_cpu is not None else "")
         + "; clients on asyncio's loop, each run in a fresh interpreter. Every run delivered "
@@ -506,27 +428,6 @@ def report(setup: Setup, args: argparse.Namespace, code: str) -> str:
     if setup.size_note:
         lines += ["", f"Note: {setup.size_note}."]
     return "\n".join(lines) + "\n"
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def stop_server(server: subprocess.Popen[str]) -> None:
-    """Close its stdin (the server stops on EOF), then SIGTERM, then SIGKILL if it hangs."""
-    if server.stdin is not None:
-        server.stdin.close()
-    for escalate in (server.terminate, server.kill):
-        try:
-            server.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            escalate()
-    server.wait()
 
 
 def main() -> None:

@@ -51,24 +51,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
 import json
 import os
-import platform
-import shutil
-import signal
-import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _harness import has_uvloop, machine, serve_forever, snapshot_streampage, stop_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -162,41 +158,11 @@ def serve_main(argv: Sequence[str]) -> None:
         log.clear()
         return web.json_response({"in_flight": in_flight})
 
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_get("/items", items)
-        app.router.add_get("/_stats", stats_view)
-        app.router.add_get("/_reset", reset_view)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = runner.addresses[0][1]
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-
-        stdin = sys.stdin.fileno()
-
-        def on_stdin() -> None:  # the parent holds our stdin open: EOF means it is gone
-            if not os.read(stdin, 4096):
-                loop.remove_reader(stdin)
-                stop.set()
-
-        if stat.S_ISFIFO(os.fstat(stdin).st_mode):  # run by hand: SIGTERM or Ctrl-C
-            loop.add_reader(stdin, on_stdin)
-        print(json.dumps({"port": port}), flush=True)
-        await stop.wait()
-        await runner.cleanup()
-
-    try:  # the server is not what is measured: give it the faster loop when there is one
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve())
+    app = web.Application()
+    app.router.add_get("/items", items)
+    app.router.add_get("/_stats", stats_view)
+    app.router.add_get("/_reset", reset_view)
+    serve_forever(app)
 
 
 # ---------------------------------------------------------------------- clients (subprocess)
@@ -378,30 +344,6 @@ class Setup:
     runs: list[Run] = field(default_factory=list)
 
 
-def snapshot_streampage(dest: Path) -> str:
-    """Copy streampage/ to ``dest`` and return what was copied (git describe, sha256).
-
-    The library is being edited while benchmarks run; every client of one invocation must
-    measure the same code, so they import this copy (PYTHONPATH), not the working tree.
-    """
-    shutil.copytree(
-        REPO / "streampage",
-        dest / "streampage",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    described = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    digest = hashlib.sha256()
-    for path in sorted((dest / "streampage").rglob("*.py")):
-        digest.update(path.relative_to(dest).as_posix().encode() + b"\0" + path.read_bytes())
-    what = f"working tree ({described or 'not a git checkout'})"
-    return f"{what}, sources sha256 {digest.hexdigest()[:12]}"
-
-
 def get_json(url: str) -> dict[str, Any]:
     """GET a JSON object over plain HTTP (urllib: the parent imports nothing it measures)."""
     with urllib.request.urlopen(url, timeout=30) as resp:
@@ -513,34 +455,6 @@ def measure(setup: Setup, rounds: int) -> None:
             )
 
 
-def machine() -> str:
-    """CPU count and model, Python, OS and the HTTP stack: what the numbers depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = f" ({line.split(':', 1)[1].strip()})"
-                break
-    stack = []
-    for dist in ("aiohttp", "yarl", "msgspec", "uvloop"):
-        with contextlib.suppress(PackageNotFoundError):
-            stack.append(f"{dist} {version(dist)}")
-    return (
-        f"{os.cpu_count()} CPUs{model}, Python {platform.python_version()} "
-        f"({platform.system()} {platform.release()}), {', '.join(stack)}"
-    )
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def verdict(met: bool) -> str:
     return "met" if met else "**not met**"
 
@@ -637,26 +551,13 @@ def report(setup: Setup, args: argparse.Namespace, code: str) -> str:
         f"wall "
         f"over latency x pages / K = {floor:.2f} s, the least time K in flight can take. "
         f"Ratios are paired within a round. Server: aiohttp"
-        + (" on uvloop" if _has_uvloop() else "")
+        + (" on uvloop" if has_uvloop() else "")
         + " in its own process"
         + (f" on CPU 0, clients on CPU {setup.client_cpu}" if setup.client_cpu is not None else "")
         + "; clients on asyncio's loop, each run in a fresh interpreter. Every run that did "
         f"not fail delivered all {args.pages:,} pages, each once; no run delivered a page twice.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def stop_server(server: subprocess.Popen[str]) -> None:
-    """Close its stdin (the server stops on EOF), then SIGTERM, then SIGKILL if it hangs."""
-    if server.stdin is not None:
-        server.stdin.close()
-    for escalate in (server.terminate, server.kill):
-        try:
-            server.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            escalate()
-    server.wait()
 
 
 def main() -> None:
