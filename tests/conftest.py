@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import gc
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -306,3 +308,35 @@ async def collect(s: streampage.Stream[Any], within: float = HANG) -> list[strea
         async for page in s:
             pages.append(page)
     return pages
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+class CliRun:
+    """What a `streampage fetch` subprocess did: exit code, stdout and stderr as text."""
+
+    def __init__(self, code: int, out: bytes, err: bytes) -> None:
+        self.code = code
+        self.out = out.decode()
+        self.err = err.decode()
+
+    def __repr__(self) -> str:
+        return f"CliRun(code={self.code}, err={self.err[-2000:]!r})"
+
+
+async def cli_fetch(*args: str, cwd: Path | None = None, within: float = 30.0) -> CliRun:
+    """`python -m streampage fetch ARGS` in a subprocess, while this loop serves the API."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streampage",
+        "fetch",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return CliRun(proc.returncode, out, err)

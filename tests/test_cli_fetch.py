@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import cli_fetch as fetch
 
 import streampage
 from streampage.cli import _parser, _plan, main
@@ -57,33 +58,6 @@ def serve_demo(*flags: str) -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-class Run:
-    def __init__(self, code: int, out: bytes, err: bytes) -> None:
-        self.code = code
-        self.out = out.decode()
-        self.err = err.decode()
-
-    def __repr__(self) -> str:
-        return f"Run(code={self.code}, err={self.err[-2000:]!r})"
-
-
-async def fetch(*args: str, cwd: Path | None = None) -> Run:
-    """`python -m streampage fetch ARGS` in a subprocess, while this loop serves the API."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streampage",
-        "fetch",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), HANG)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out, err)
 
 
 def jsonl_ids(path: Path) -> list[int]:

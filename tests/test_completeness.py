@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
+from conftest import cli_fetch
 from frameworks import (
     API,
     CapsPageSize,
@@ -403,21 +403,10 @@ async def test_the_cli_exits_1_when_records_are_missing(tmp_path: Path) -> None:
     and the numbers on stderr."""
     out = tmp_path / "items.jsonl"
     async with DRFPageNumber(records=500, claim=1000) as api:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "streampage",
-            "fetch",
-            api.url,
-            "-o",
-            str(out),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        run = await cli_fetch(api.url, "-o", str(out))
 
-    assert proc.returncode == 1, err.decode()[-2000:]
-    assert mentions(err.decode(), 1000) and mentions(err.decode(), 500)
+    assert run.code == 1, run
+    assert mentions(run.err, 1000) and mentions(run.err, 500)
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()] if out.exists() else []
     assert len(ids) == len(set(ids))
 

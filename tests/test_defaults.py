@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import cli_fetch
 from faults import Fault, collect, collect_error, fast_retry, fault_servers, page_body
 
 import streampage
@@ -374,28 +375,16 @@ async def test_retry_false_rejects_at_once(fault_server):
 # ---------------------------------------------------------------------- the CLI: --expect
 
 
-async def cli_fetch(*args: str) -> tuple[int, str]:
-    """`python -m streampage fetch ARGS` in a subprocess, while this loop serves the API;
-    returns the exit code and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streampage",
-        "fetch",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+async def cli_run(*args: str) -> tuple[int, str]:
+    run = await cli_fetch(*args)
+    return run.code, run.err
 
 
 async def test_cli_expect_retries_a_wrong_body_and_delivers_the_page(fault_server, tmp_path):
     out, stats = tmp_path / "items.jsonl", tmp_path / "stats.json"
     server = await fault_server(schedule={2: [Fault.other_page(3)]})
 
-    code, err = await cli_fetch(
+    code, err = await cli_run(
         server.url,
         "--pages",
         "page",
@@ -421,7 +410,7 @@ async def test_cli_expect_fails_a_page_that_never_matches(fault_server, tmp_path
     out, stats = tmp_path / "items.jsonl", tmp_path / "stats.json"
     server = await fault_server(schedule={3: [Fault.other_page(99)] * 5})
 
-    code, err = await cli_fetch(
+    code, err = await cli_run(
         server.url,
         "--pages",
         "page",
