@@ -13,19 +13,9 @@ from typing import Any
 from yarl import URL
 
 from ._checkpoint import Resume
-from ._decode import find_records, get_path, is_empty
+from ._decode import count_records, find_records, get_path, is_empty
 from ._errors import PageError, PaginationError
-from ._evidence import (
-    HAS_MORE_FIELDS,
-    HEADER_TOTALS,
-    NEXT_LINK_FIELDS,
-    PAGE_TOTAL_FIELDS,
-    RECORD_TOTAL_FIELDS,
-    as_count,
-    count_is_total,
-    lower_bound,
-    says_more,
-)
+from ._evidence import HAS_MORE_FIELDS, NEXT_LINK_FIELDS, as_count, found_totals, says_more
 from ._page import Page
 from ._pagination import Header, Offset, PageNumber, Paginator, ValueSource
 from ._redact import redact_url
@@ -157,26 +147,16 @@ def _query_name(url: URL, names: tuple[str, ...]) -> str | None:
 
 def _totals(page: Page[Any]) -> tuple[ValueSource | None, ValueSource | None]:
     """(a record total, a page total) the first response reports, each a body field or a
-    header, as the paginator would be told to read them."""
-    data = page.data
-    headers = page.response.headers
-    items: ValueSource | None = None
-    pages: ValueSource | None = None
-    for path in (*RECORD_TOTAL_FIELDS, *(("count",) if count_is_total(data) else ())):
-        if as_count(get_path(data, path)) is not None and not lower_bound(data, path):
-            items = path
-            break
-    for path in PAGE_TOTAL_FIELDS:
-        if as_count(get_path(data, path)) is not None:
-            pages = path
-            break
-    for name, unit in HEADER_TOTALS:
-        if as_count(headers.get(name)) is not None:
-            if unit == "records" and items is None:
-                items = Header(name)
-            elif unit == "pages" and pages is None:
-                pages = Header(name)
-    return items, pages
+    header (a body field first), as the paginator would be told to read them."""
+    found = sorted(found_totals(page), key=lambda total: total.header is not None)
+
+    def first(unit: str) -> ValueSource | None:
+        for total in found:
+            if total.unit == unit:
+                return total.path if total.path is not None else Header(str(total.header))
+        return None
+
+    return first("records"), first("pages")
 
 
 def _is_link(value: Any) -> bool:
@@ -414,10 +394,7 @@ class _AutoRun:
         run = self._run
         if run is not None and hasattr(run, "count"):
             return run.count(data)  # type: ignore[no-any-return]
-        if is_empty(data):
-            return 0
-        records = find_records(data)
-        return len(records) if isinstance(records, list | tuple) else None
+        return count_records(data)
 
     def accept(self, page: Page[Any]) -> bool:
         if self._run is not None:

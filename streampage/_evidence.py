@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from yarl import URL
 
@@ -39,6 +39,7 @@ __all__ = [
     "Tally",
     "as_count",
     "count_is_total",
+    "found_totals",
     "last_page_said",
     "lower_bound",
     "says_more",
@@ -162,29 +163,52 @@ def count_is_total(data: Any) -> bool:
     return count is not None and records is not None and count > records
 
 
+class Total(NamedTuple):
+    """A well-known total found on a page: in a header (``header``) or a body field
+    (``path``), counting ``unit`` ("records" or "pages")."""
+
+    evidence: str
+    unit: str
+    value: int
+    header: str | None
+    path: str | None
+
+
+def found_totals(page: Page[Any], *, lower_bounds: bool = False) -> list[Total]:
+    """Every well-known total a response carries as a whole number: the headers first,
+    then the body fields, in the order of the lists above. ``count`` only where it is the
+    collection's (see count_is_total); Elasticsearch's lower bound only if asked for (it
+    says there is more, never how much)."""
+    found = []
+    headers = page.response.headers
+    for name, unit in HEADER_TOTALS:
+        value = as_count(headers.get(name))
+        if value is not None:
+            found.append(Total(f"header {name}", unit, value, name, None))
+    data = page.data
+    fields = [(path, "records") for path in RECORD_TOTAL_FIELDS]
+    fields += [(path, "pages") for path in PAGE_TOTAL_FIELDS]
+    if count_is_total(data):
+        fields.append(("count", "records"))
+    for path, unit in fields:
+        value = as_count(get_path(data, path))
+        if value is not None and (lower_bounds or not lower_bound(data, path)):
+            found.append(Total(f"body field {path!r}", unit, value, None, path))
+    return found
+
+
 def last_page_said(page: Page[Any], first: int) -> int | None:
     """The last page number a response says there is, from its page count (or from a record
     total no larger than what the page holds: then it is the only page). None when it
     does not say."""
-    headers = page.response.headers
-    for name, unit in HEADER_TOTALS:
-        value = as_count(headers.get(name))
-        if value is not None and unit == "pages":
-            return first + max(value, 1) - 1
-    for path in PAGE_TOTAL_FIELDS:
-        value = as_count(get_path(page.data, path))
-        if value is not None:
-            return first + max(value, 1) - 1
+    totals = found_totals(page)
+    pages = [total.value for total in totals if total.unit == "pages"]
+    if pages:
+        return first + max(pages[0], 1) - 1
     records = count_records(page.data)
     if records is None:
         return None
-    totals = [as_count(headers.get(name)) for name, unit in HEADER_TOTALS if unit == "records"]
-    totals += [
-        as_count(get_path(page.data, path))
-        for path in RECORD_TOTAL_FIELDS
-        if not lower_bound(page.data, path)
-    ]
-    if any(total is not None and total <= records for total in totals):
+    if any(total.unit == "records" and total.value <= records for total in totals):
         return first
     return None
 
@@ -192,21 +216,13 @@ def last_page_said(page: Page[Any], first: int) -> int | None:
 def says_more(page: Page[Any]) -> bool:
     """Does a (first) response say there is more data than it holds: a ``has_more`` that is
     true, a page count above 1, or a record total above the records it holds?"""
-    data = page.data
-    if any(get_path(data, field) is True for field in HAS_MORE_FIELDS):
+    if any(get_path(page.data, field) is True for field in HAS_MORE_FIELDS):
         return True
-    headers = page.response.headers
-    records = count_records(data) or 0
-    for name, unit in HEADER_TOTALS:
-        value = as_count(headers.get(name))
-        if value is not None and value > (1 if unit == "pages" else records):
-            return True
-    for path in PAGE_TOTAL_FIELDS:
-        value = as_count(get_path(data, path))
-        if value is not None and value > 1:
-            return True
-    fields = (*RECORD_TOTAL_FIELDS, *(("count",) if count_is_total(data) else ()))
-    return any((as_count(get_path(data, path)) or 0) > records for path in fields)
+    records = count_records(page.data) or 0
+    return any(
+        total.value > (1 if total.unit == "pages" else records)
+        for total in found_totals(page, lower_bounds=True)
+    )
 
 
 @dataclass(slots=True)
@@ -251,11 +267,11 @@ def _readers(page: Page[Any], own: list[tuple[str, str, Reader]]) -> list[tuple[
     totals, then every well-known header and body field that holds a whole number there."""
     readers = list(own)
     taken = {evidence for evidence, _unit, _read in readers}
+    found = [total for total in found_totals(page) if total.evidence not in taken]
+    for total in found:
+        if total.header is not None:
+            readers.append((total.evidence, total.unit, _header_reader(total.header)))
     headers = page.response.headers
-    for name, unit in HEADER_TOTALS:
-        evidence = f"header {name}"
-        if evidence not in taken and as_count(headers.get(name)) is not None:
-            readers.append((evidence, unit, _header_reader(name)))
     links = parse_link_header(headers.getall("Link", ()), page.response.url)
     if "next" in links and "last" in links and "Link rel=last" not in taken:
         fan = fan_out(links["next"], links["last"])
@@ -263,18 +279,9 @@ def _readers(page: Page[Any], own: list[tuple[str, str, Reader]]) -> list[tuple[
             # fan[3] counts this page as page 1; it may be page 4 of a resumed walk
             pages = page.number - 1 + fan[3]
             readers.append(("Link rel=last", "pages", lambda page: pages))
-    data = page.data
-    fields = [(path, "records") for path in RECORD_TOTAL_FIELDS]
-    fields += [(path, "pages") for path in PAGE_TOTAL_FIELDS]
-    if count_is_total(data):
-        fields.append(("count", "records"))
-    for path, unit in fields:
-        evidence = f"body field {path!r}"
-        if lower_bound(data, path):
-            continue
-        if evidence not in taken and as_count(get_path(data, path)) is not None:
-            readers.append((evidence, unit, _body_reader(path)))
-            taken.add(evidence)
+    for total in found:
+        if total.path is not None:
+            readers.append((total.evidence, total.unit, _body_reader(total.path)))
     return readers
 
 
