@@ -6,6 +6,7 @@ is fetched and decoded (``_engine.py``), so every error names the page it belong
     StreamPageError
      ├── ConfigurationError   bad arguments, raised before any request (also a ValueError)
      ├── SinkError            a sink could not write or commit (full disk, lost database)
+     │    └── CheckpointInUseError  another run holds the target's checkpoint (its lock)
      └── PageError            one page could not be delivered; carries .page and .url
           ├── PaginationError  a loop, a next link to another origin, a page that repeats
           │                    the one before it, a server that caps the page size
@@ -23,6 +24,7 @@ URLs in messages and attributes are redacted (passwords and secret query paramet
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointInUseError",
     "ConfigurationError",
     "DecodeError",
     "HTTPStatusError",
@@ -147,3 +149,13 @@ class IncompleteError(PageError):
 class SinkError(StreamPageError):
     """A sink could not take or commit records (a full disk, a lost database). Pages whose
     records were committed before it are in the checkpoint: run again with resume."""
+
+
+class CheckpointInUseError(SinkError):
+    """Another run holds the lock of the checkpoint this run would write: two writers would
+    each commit the same pages. Raised by a sink's ``open``, before anything is written.
+    ``holder`` says who holds it (``since T, pid P on host H``) when that can be told."""
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -21,6 +21,23 @@ class Sink(Protocol):
     a journal entry written after the data. Whatever was written and not committed when the
     process dies is discarded by the next ``open``. That is the whole of exactly-once.
     See ``examples/custom_sink.py``.
+
+    One writer per checkpoint: ``open`` takes a lock on the checkpoint ``name`` of this
+    target, held until ``close`` and released by the system if the process dies (an
+    advisory lock, a file lock), and raises ``CheckpointInUseError`` when another run holds
+    it. Checkpoint names are scoped to the target (a table, a file, a folder): the same name
+    on two tables is two checkpoints.
+
+    Two optional methods, looked up by name:
+
+    ``async replace(name)``
+        Called after ``open`` and before any ``write`` when the run starts the target over
+        (``into(mode="replace")``): the old records and checkpoints go away in the same
+        transaction as the first commit, or (no transactions) the old output is kept until
+        ``finish``. A sink without it cannot be replaced (a ConfigurationError says so).
+    ``async finish(name)``
+        Called after the last ``commit`` of a run that delivered every page: a file target
+        is made whole (merged, renamed into place). Not called after a failure.
     """
 
     async def open(self, name: str) -> bytes | None: ...
