@@ -3,7 +3,10 @@
 The four methods of ``streampage.sinks.Sink`` are all there is to it. ``commit`` must make
 the rows written since the previous commit durable *together with* the checkpoint; here the
 checkpoint and the committed byte offset go into a small state file, replaced atomically
-after the rows are on disk, and ``open`` cuts the CSV back to that offset.
+after the rows are on disk, and ``open`` cuts the CSV back to that offset. ``open`` also
+takes the target's lock, so that a second run on the same file fails at once instead of
+committing the same pages twice; the lock and the state file live in a hidden folder
+beside the CSV (``.items.csv.streampage/``), where readers of the output do not look.
 
     python examples/custom_sink.py                # against the embedded demo API
 """
@@ -14,22 +17,27 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import streampage
+from streampage.sinks import FileLock, state_dir
 
 
 class CSVSink:
     def __init__(self, path: str, columns: Sequence[str]) -> None:
         self.path = Path(path)
-        self.state = self.path.with_name(self.path.name + ".state")
+        hidden = state_dir(self.path)
+        self.state = hidden / "state.json"
+        self.lock = FileLock(hidden / "lock", what=f"the checkpoint of {self.path}")
         self.columns = list(columns)
         self._rows = io.StringIO()
         self._file: Any = None
 
     async def open(self, name: str) -> bytes | None:
+        self.lock.acquire()  # CheckpointInUseError if another run writes this file
         state = json.loads(self.state.read_text()) if self.state.exists() else {}
         self._file = open(self.path, "a+b")  # noqa: SIM115, ASYNC230 - held across calls
         self._file.truncate(state.get("offset", 0))  # drop rows no commit covered
@@ -59,6 +67,13 @@ class CSVSink:
         self._rows = io.StringIO()  # rows not committed are dropped, as after a crash
         if self._file is not None:
             self._file.close()
+        self.lock.release()
+
+
+def remove(out: Path) -> None:
+    """The output and its hidden state, from an earlier run of this example."""
+    out.unlink(missing_ok=True)
+    shutil.rmtree(state_dir(out), ignore_errors=True)
 
 
 async def main() -> None:
@@ -67,8 +82,7 @@ async def main() -> None:
     server, url = await serve(items=2_000, latency=0.002)
     try:
         out = Path("items.csv")
-        for leftover in (out, out.with_name("items.csv.state")):
-            leftover.unlink(missing_ok=True)
+        remove(out)
         pages = streampage.PageNumber(size=100, total_pages="total_pages")
         stats = (
             await streampage.stream(url, pages=pages)

@@ -9,6 +9,7 @@ async with streampage.stream(url, pages=pages, concurrency=32) as stream:
 from . import sinks
 from ._auto import Auto
 from ._errors import (
+    CheckpointInUseError,
     ConfigurationError,
     DecodeError,
     HTTPStatusError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Auto",
+    "CheckpointInUseError",
     "Completeness",
     "ConfigurationError",
     "Cursor",

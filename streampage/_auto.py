@@ -118,14 +118,24 @@ class _Choice:
 def describe(paginator: Any) -> str:
     """A paginator as the call that makes it, with only the options that differ from the
     defaults: what to write to pin Auto's choice."""
+    if isinstance(paginator, Auto):
+        return "Auto()"
     if not dataclasses.is_dataclass(paginator):
         return repr(paginator)
     shown = []
     for f in dataclasses.fields(paginator):
         value = getattr(paginator, f.name)
         if value != f.default:
-            shown.append(f"{f.name}={value!r}")
+            shown.append(f"{f.name}={_shown(value)}")
     return f"{type(paginator).__name__}({', '.join(shown)})"
+
+
+def _shown(value: Any) -> str:
+    """An option's value as code; a function by its name (its repr holds an address that
+    differs from run to run)."""
+    if callable(value) and not isinstance(value, type):
+        return str(getattr(value, "__qualname__", type(value).__qualname__))
+    return repr(value)
 
 
 def _whole(value: Any) -> int | None:
@@ -357,6 +367,10 @@ class _AutoRun:
     @property
     def open_ended(self) -> bool:
         return bool(self._run.open_ended) if self._run is not None else False
+
+    @property
+    def walks(self) -> bool:
+        return bool(getattr(self._run, "walks", False))
 
     @property
     def on_end(self) -> Callable[[int], None]:

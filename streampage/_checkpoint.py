@@ -7,6 +7,12 @@ pages whose records are durable and fetches the rest: every record exactly once.
 Per source it holds the committed page numbers as ranges (``[[1, 500], [502, 730]]``, not a
 list of 729 numbers) and, for sequential walks (cursor, next URL), the URL of the last
 committed page: its response holds the link to the next, which no page number can give.
+
+A checkpoint lies on disk, so it holds no credentials: a walk's URL is stored without its
+``user:password@`` and secret query parameters, which are put back from the command's own
+URL on resume. It also holds a fingerprint of the source it belongs to (URL without
+secrets, paginator, records path), so that a resume with another source is refused rather
+than mixing two datasets, and whether the run that wrote it finished.
 """
 
 from __future__ import annotations
@@ -19,7 +25,48 @@ from typing import Any
 import msgspec
 from yarl import URL
 
+from ._redact import SECRET_PARAMS
+
 __all__ = ["Checkpoint", "RangeSet", "Resume", "source_id"]
+
+
+def is_secret_param(name: str) -> bool:
+    """A query parameter whose value is a credential (``api_key``, ``token``, ...). Exact
+    names only: a looser match (anything with "token") would strip ``pageToken``, the very
+    cursor a resumed walk needs."""
+    return name.lower() in SECRET_PARAMS
+
+
+def at_rest(url: URL) -> str:
+    """``url`` as it may be stored: without userinfo and secret query parameters. The rest
+    of the query keeps its exact encoding (a cursor must go back byte for byte)."""
+    url = url.with_user(None).with_fragment(None)
+    raw = url.raw_query_string
+    if not raw:
+        return str(url)
+    kept = [part for part in raw.split("&") if not _secret_part(part)]
+    return str(url.with_query(None)) + ("?" + "&".join(kept) if kept else "")
+
+
+def _secret_part(part: str) -> bool:
+    from urllib.parse import unquote_plus
+
+    return is_secret_param(unquote_plus(part.partition("=")[0]))
+
+
+def restored(stored: str, command: URL) -> URL:
+    """A stored walk URL with the command URL's credentials put back: its userinfo (same
+    origin only) and its secret query parameters."""
+    url = URL(stored, encoded=True)
+    if url.origin() != command.origin():
+        return url  # a walk that left the origin (cross_origin=True) gets no credentials
+    if command.raw_user is not None:
+        url = url.with_user(command.user).with_password(command.password)
+    secrets = [p for p in command.raw_query_string.split("&") if p and _secret_part(p)]
+    if secrets:
+        text = str(url)
+        url = URL(text + ("&" if url.raw_query_string else "?") + "&".join(secrets), encoded=True)
+    return url
 
 
 class RangeSet:
@@ -89,18 +136,38 @@ class Resume(msgspec.Struct, frozen=True):
 
 class _SourceState(msgspec.Struct, omit_defaults=True):
     pages: list[list[int]] = []
-    walk_url: str | None = None  # walks: the URL of the last committed page
+    walk_url: str | None = None  # walks: the URL of the last committed page, at rest
     walk_number: int | None = None
     records: int | None = None  # records of the committed pages (None: not counted)
+
+
+class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
+    """A checkpoint as stored (version 2; version 1 was the ``sources`` mapping alone)."""
+
+    sources: dict[str, _SourceState] = {}
+    #: what the source was (see Checkpoint.fingerprint); None: written before fingerprints
+    source: dict[str, str] | None = None
+    finished: bool = False
 
 
 class Checkpoint:
     """Committed pages by source; serialises to a small JSON document."""
 
-    def __init__(self, state: dict[str, _SourceState] | None = None) -> None:
+    def __init__(
+        self,
+        state: dict[str, _SourceState] | None = None,
+        *,
+        fingerprint: dict[str, str] | None = None,
+        finished: bool = False,
+    ) -> None:
         self._pages: dict[str, RangeSet] = {}
         self._next: dict[str, tuple[int, str]] = {}
         self._records: dict[str, int | None] = {}
+        #: what the source was: compared on resume, so that a checkpoint is never applied
+        #: to another source's data
+        self.fingerprint = fingerprint
+        #: the run that wrote it delivered every page (a resume looks only for new ones)
+        self.finished = finished
         for key, source in (state or {}).items():
             self._pages[key] = RangeSet(source.pages)
             self._records[key] = source.records
@@ -124,18 +191,19 @@ class Checkpoint:
         if walk_url is not None:
             current = self._next.get(source)
             if current is None or number > current[0]:
-                self._next[source] = (number, str(walk_url))
+                self._next[source] = (number, at_rest(walk_url))
 
     def pages(self, source: str) -> RangeSet:
         return self._pages.get(source) or RangeSet()
 
-    def resume(self, source: str) -> Resume | None:
-        """What a source's paginator skips or where it goes on, or None: from the start."""
+    def resume(self, source: str, url: URL) -> Resume | None:
+        """What a source's paginator skips or where it goes on, or None: from the start.
+        ``url`` is the source's own URL, whose credentials a stored walk URL gets back."""
         pages = self._pages.get(source)
         if pages is None:
             return None
         found = self._next.get(source)
-        walk = None if found is None else (found[0], URL(found[1], encoded=True))
+        walk = None if found is None else (found[0], restored(found[1], url))
         return Resume(pages, walk, self._records.get(source))
 
     def __len__(self) -> int:
@@ -151,21 +219,37 @@ class Checkpoint:
             )
             for key, pages in self._pages.items()
         }
-        return msgspec.json.encode(state)
+        return _encode(_Document(state, self.fingerprint, self.finished))
 
     @classmethod
     def from_json(cls, data: bytes | str | None) -> Checkpoint:
         if not data:
             return cls()
-        return cls(msgspec.json.decode(data, type=dict[str, _SourceState]))
+        raw = msgspec.json.decode(data)
+        if isinstance(raw, dict) and raw.get("v") == 2:
+            doc = msgspec.convert(raw, _Document)
+            return cls(doc.sources, fingerprint=doc.source, finished=doc.finished)
+        return cls(msgspec.convert(raw, dict[str, _SourceState]))  # version 1
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def source_id(source: Any) -> str:
     """A stable name for a source in a checkpoint: its ``key`` if it has one, else a hash of
-    its URL and params (so that a checkpoint never holds a secret from a query string)."""
+    its URL and params without their credentials: a checkpoint holds no secret, not even
+    hashed, and a rotated API key still names the same source."""
     key = getattr(source, "key", None)
     if key is not None:
         return str(key)
-    params = sorted((str(k), str(v)) for k, v in (getattr(source, "params", None) or {}).items())
-    text = f"{getattr(source, 'url', source)}|{params}"
+    params = sorted(
+        (str(k), "" if is_secret_param(str(k)) else str(v))
+        for k, v in (getattr(source, "params", None) or {}).items()
+    )
+    url = getattr(source, "url", source)
+    try:
+        shown = at_rest(URL(str(url)))
+    except ValueError:
+        shown = str(url)
+    text = f"{shown}|{params}"
     return "url:" + hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
 from ._checkpoint import Checkpoint, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, SinkError, StreamPageError
+from ._fingerprint import differences, fingerprint
 from ._page import Page
 from ._stats import StreamStats
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .sinks import Sink
 
 Extract = str | Callable[[Any], Any] | None
+#: what into() does with a target that holds the checkpoint already
+Mode = Literal["new", "resume", "replace"]
 
 
 def as_records(found: Any) -> list[Any]:
@@ -82,6 +85,7 @@ class Records:
 
     def __init__(self, stream: Stream[Any], extract: Extract) -> None:
         self._stream = stream
+        self._spec = extract
         self._extract = extractor(extract)
 
     @property
@@ -109,14 +113,32 @@ class Records:
         sink: Sink,
         *,
         batch: int = 1000,
-        checkpoint: str | None = "default",
+        checkpoint: str = "default",
+        mode: Mode | None = None,
         resume: bool = False,
     ) -> StreamStats:
         """Drain the stream into ``sink`` in batches of about ``batch`` records, each batch
-        committed with the checkpoint under the name ``checkpoint`` (None: no checkpoint).
-        ``resume=True`` goes on from the sink's checkpoint: committed pages are not fetched
-        (or not delivered) again. Returns the stream's stats."""
-        return await drain(self._stream, self._extract, sink, batch, checkpoint, resume)
+        committed with the checkpoint ``checkpoint`` (a name scoped to the sink's target).
+
+        ``mode``: ``"new"`` (the default) refuses a target that holds this checkpoint;
+        ``"resume"`` (or ``resume=True``) goes on from it: committed pages are not fetched
+        or delivered again, and a resume of a finished run only looks for new pages;
+        ``"replace"`` starts the target over (the old records go when the first batch is
+        committed, or when the new output is complete). Returns the stream's stats."""
+        if resume and mode not in (None, "resume"):
+            raise ConfigurationError(f"into(resume=True, mode={mode!r}): pass one or the other")
+        chosen: Mode = mode or ("resume" if resume else "new")
+        if chosen not in ("new", "resume", "replace"):
+            raise ConfigurationError(f"into(mode={mode!r}): pass 'new', 'resume' or 'replace'")
+        return await drain(
+            self._stream,
+            self._extract,
+            sink,
+            batch,
+            checkpoint,
+            chosen,
+            fingerprint(self._stream._sources, self._spec),
+        )
 
 
 async def drain(
@@ -124,25 +146,34 @@ async def drain(
     extract: Callable[[Page[Any]], list[Any]],
     sink: Sink,
     batch: int,
-    name: str | None,
-    resume: bool,
+    name: str,
+    mode: Mode,
+    source: dict[str, str],
 ) -> StreamStats:
     if batch < 1:
         raise ConfigurationError(f"into(batch={batch}) must be at least 1")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            f"into(checkpoint={name!r}): name the checkpoint (every commit carries one)"
+        )
     stats = stream.stats
-    progress = Checkpoint()
+    progress = Checkpoint(fingerprint=source)
     committing: asyncio.Task[None] | None = None
     try:
-        stored = await _sinking(sink, "open", sink.open(name or "default"), 0)
-        if stored is not None and name is not None:
-            if not resume:
-                raise ConfigurationError(
-                    f"{sink!r} holds a checkpoint named {name!r} from an earlier run: pass "
-                    "resume=True (streampage fetch --resume) to go on from it, or write to a "
-                    "new target"
-                )
+        stored = await _sinking(sink, "open", sink.open(name), 0)
+        if mode == "replace":
+            replace = getattr(sink, "replace", None)
+            if replace is None:
+                raise ConfigurationError(f"{sink!r} cannot be replaced: it has no replace()")
+            await _sinking(sink, "replace", replace(name), 0)
+        elif stored is not None:
+            earlier = Checkpoint.from_json(stored)
+            _check_resume(sink, name, mode, earlier, source)
             progress = Checkpoint.from_json(stored)
-            stream._sources.checkpoint = Checkpoint.from_json(stored)
+            progress.fingerprint, progress.finished = source, False
+            stream._sources.checkpoint = earlier
+            stats.resumed_pages = len(earlier)
+            stats.resumed_finished = earlier.finished
         records: list[Any] = []
         pages: list[tuple[str, int, Any, int | None]] = []
 
@@ -150,18 +181,17 @@ async def drain(
             durable = len(progress)
             if records:
                 await _sinking(sink, "write", sink.write(records), durable)
-            for source, number, url, counted in pages:
-                progress.commit(source, number, url, counted)
-            if name is not None:
-                await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
+            for key, number, url, counted in pages:
+                progress.commit(key, number, url, counted)
+            await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
 
-        async def flush() -> None:
+        async def flush(last: bool = False) -> None:
             # A batch commits while the next one fills: a sink's fsync or transaction does
             # not stall the fetch. Commits still run one at a time and in order, so the
             # checkpoint only ever names pages whose records are durable.
             nonlocal committing, records, pages
-            if not pages:
+            if not pages and not last:
                 return
             if committing is not None:
                 await committing
@@ -173,14 +203,21 @@ async def drain(
                 found = extract(page)
                 stats.records += len(found)
                 records.extend(found)
-                pages.append(
-                    (source_id(page.source), page.number, page.response.url, stream._counted)
-                )
+                pages.append((source_id(page.source), page.number, stream._walked, stream._counted))
                 if len(records) >= batch:
                     await flush()
-            await flush()
+            # Every page was delivered (a failure under on_error="skip" leaves the run
+            # unfinished: a resume fetches the failed pages). The last commit says so, and
+            # only the last: the one before it must be durable first.
             if committing is not None:
                 await committing
+            progress.finished = not stream.failures
+            await flush(last=True)
+            if committing is not None:
+                await committing
+            finish = getattr(sink, "finish", None)
+            if progress.finished and finish is not None:
+                await _sinking(sink, "finish", finish(name), len(progress))
     finally:
         if committing is not None:
             # Leaving early (an error, a cancellation): the batch being committed holds
@@ -190,6 +227,28 @@ async def drain(
                 await committing
         await sink.close()
     return stats
+
+
+def _check_resume(
+    sink: Sink, name: str, mode: Mode, earlier: Checkpoint, source: dict[str, str]
+) -> None:
+    """A stored checkpoint is gone on from only when asked to, and only for its own source."""
+    if mode != "resume":
+        state = "a finished run" if earlier.finished else "an earlier run"
+        raise ConfigurationError(
+            f"{sink!r} holds checkpoint {name!r} from {state} ({len(earlier):,} pages): "
+            "pass mode='resume' (streampage fetch --resume) to go on from it, "
+            "mode='replace' (--replace) to start the target over, or write to a new target"
+        )
+    if earlier.fingerprint is None:
+        return  # written before checkpoints had fingerprints
+    changed = differences(earlier.fingerprint, source)
+    if changed:
+        raise ConfigurationError(
+            f"{sink!r} holds checkpoint {name!r} of another source: {'; '.join(changed)}. "
+            "Resume with the same source, start the target over with mode='replace' "
+            "(--replace), or write to a new target"
+        )
 
 
 async def _sinking(sink: Sink, step: str, call: Any, durable: int) -> Any:

@@ -183,6 +183,11 @@ class Sources:
                 "iterable of URLs, (url, params) pairs or streampage.Source(...)"
             )
 
+    @property
+    def paginator(self) -> Paginator:
+        """The stream's paginator (a Source may name its own)."""
+        return self._pages
+
     def url(self, source: Source) -> URL:
         url = check_url(source.url)
         if (url.user or url.password) and self.authorization:
@@ -203,7 +208,7 @@ class Sources:
     def walk(self, source: Source) -> Walk:
         url = self.url(source)
         paginator = source.pages if source.pages is not None else self._pages
-        resume = self.checkpoint.resume(source_id(source)) if self.checkpoint else None
+        resume = self.checkpoint.resume(source_id(source), url) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
         tally = Tally(url, own=own_totals(paginator), generic=self._verify)
         if resume is not None:

@@ -19,6 +19,10 @@ class StreamStats:
     pages: int = 0  #: pages delivered to the consumer
     records: int = 0  #: records extracted from them (stream.records() / into())
     committed_pages: int = 0  #: pages whose records a sink has committed (into())
+    #: into(mode="resume"): pages an earlier run had committed, and whether that run had
+    #: finished (then this one only looks for pages that are new since)
+    resumed_pages: int = 0
+    resumed_finished: bool = False
     #: requests sent (attempts, retries included), whatever came of them: answered, failed,
     #: or cancelled and discarded past the end (redirect hops excluded)
     requests: int = 0

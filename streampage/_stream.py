@@ -34,7 +34,7 @@ from ._engine import Engine
 from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
 from ._evidence import Completeness
 from ._http import HttpClient
-from ._into import Extract, Records
+from ._into import Extract, Mode, Records
 from ._page import Page
 from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
@@ -42,6 +42,8 @@ from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from .sinks import Sink
 
 T = TypeVar("T")
@@ -125,6 +127,9 @@ class Stream(Generic[T]):
         #: records on the page delivered last, as completeness counts them (into() keeps
         #: them in the checkpoint, so that a resumed run is checked as a whole)
         self._counted: int | None = None
+        #: the URL of the page delivered last when its source is a sequential walk (cursor,
+        #: next URL): into() keeps it in the checkpoint, where a resumed walk starts again
+        self._walked: URL | None = None
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
@@ -216,12 +221,13 @@ class Stream(Generic[T]):
         sink: Sink,
         *,
         batch: int = 1000,
-        checkpoint: str | None = "default",
+        checkpoint: str = "default",
+        mode: Mode | None = None,
         resume: bool = False,
     ) -> StreamStats:
         """Drain the pages, each page's data one record, into ``sink``; see Records.into."""
         return await Records(self, None).into(
-            sink, batch=batch, checkpoint=checkpoint, resume=resume
+            sink, batch=batch, checkpoint=checkpoint, mode=mode, resume=resume
         )
 
     async def __anext__(self) -> Page[T]:
@@ -337,6 +343,7 @@ class Stream(Generic[T]):
         count = getattr(walk.run, "count", count_records)(page.data)
         walk.tally.observe(page, count)
         self._counted = count
+        self._walked = page.response.url if getattr(walk.run, "walks", False) else None
         return page
 
     async def _end(self, engine: Engine) -> None:

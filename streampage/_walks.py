@@ -64,6 +64,8 @@ class _WalkRun:
     """
 
     open_ended = False
+    #: a checkpoint keeps the URL of the last committed page: a resume starts there
+    walks = True
 
     def __init__(
         self,

@@ -632,10 +632,24 @@ def _fetch_parser(sub: Any) -> None:
         default=None,
         help="name of the checkpoint stored with the records (default: 'default')",
     )
-    o.add_argument(
+    again = o.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
-        help="go on from the target's checkpoint: committed pages are not fetched again",
+        help="go on from the target's checkpoint: committed pages are not fetched again "
+        "(after a finished run: fetch only what is new)",
+    )
+    again.add_argument(
+        "--replace",
+        action="store_true",
+        help="start the target over: its old records go when the first batch commits "
+        "(databases) or when the new output is complete (files)",
+    )
+    o.add_argument(
+        "--format",
+        choices=("parquet", "jsonl", "jsonl.gz"),
+        default=None,
+        help="the part files of a folder target (-o out/items/): parquet (default) or jsonl",
     )
     o.add_argument(
         "--stats-json",
@@ -883,6 +897,18 @@ def _total_reader(args: argparse.Namespace) -> Callable[[Any], int | None] | Non
     return None
 
 
+class _Spec:
+    """Records of a page, with the ``--records`` text they came from: a checkpoint's
+    fingerprint names it, so that a resume with another records path is refused."""
+
+    def __init__(self, records: Callable[[Any], list[Any]], spec: str) -> None:
+        self._records = records
+        self.spec = spec
+
+    def __call__(self, data: Any) -> list[Any]:
+        return self._records(data)
+
+
 class _WatchTotal:
     """Records of a page, reading the page count from the first page on the way (for the
     progress bar's total and ETA)."""
@@ -893,6 +919,7 @@ class _WatchTotal:
         self._records = records
         self._reader: Callable[[Any], int | None] | None = reader
         self._plan = plan
+        self.spec = getattr(records, "spec", None)
 
     def __call__(self, data: Any) -> list[Any]:
         if self._reader is not None:
@@ -972,10 +999,15 @@ class _Target:
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
 
-def _target(text: str, create_dirs: bool = False) -> _Target:
+def _target(text: str, create_dirs: bool = False, form: str | None = None) -> _Target:
     """The sink an ``-o`` target names; a one-line UsageError for anything else."""
     from . import sinks
 
+    if form is not None and not text.endswith(("/", os.sep)):
+        raise UsageError(
+            f"--format applies to a folder target (-o out/items/), not {text!r}, whose "
+            "name says its format"
+        )
     if text == "-":
         return _Target(None, "stdout", checkpointed=False)
     lowered = text.lower()
@@ -1006,8 +1038,13 @@ def _target(text: str, create_dirs: bool = False) -> _Target:
         return _Target(sink, f"{redact_url(dsn)} (PostgreSQL, table {table})")
     if "://" in text:
         raise UsageError(_unknown_target(text, redact_url(text)))
+    if text.endswith(("/", os.sep)):
+        return _folder(text, form or "parquet", create_dirs)
     if Path(text).is_dir():
-        raise UsageError(f"output {text!r} is a directory; name a file in it")
+        raise UsageError(
+            f"output {text!r} is a directory: end it with / to write a folder of part files "
+            f"(-o {text.rstrip('/')}/), or name a file in it"
+        )
     if lowered.endswith(_JSONL_SUFFIXES):
         _check_file(text, text, create_dirs)
         return _Target(sinks.JSONLines(text), f"{text} (JSON Lines)")
@@ -1021,6 +1058,23 @@ def _target(text: str, create_dirs: bool = False) -> _Target:
     raise UsageError(_unknown_target(text, text))
 
 
+def _folder(text: str, form: str, create_dirs: bool) -> _Target:
+    """A dataset folder: one part file per run, added without rewriting the others."""
+    from . import sinks
+
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"output {text!r} is a file, not a folder: drop the trailing /")
+    _check_file(str(folder), text, create_dirs, folder=True)
+    if form == "parquet":
+        try:
+            return _Target(sinks.Parquet(text), f"{text} (folder of Parquet parts)")
+        except ImportError as exc:
+            raise UsageError(f"Parquet output is not available here: {exc}") from None
+    sink = sinks.JSONLines(text, gzip=form == "jsonl.gz")
+    return _Target(sink, f"{text} (folder of JSON Lines parts)")
+
+
 def _unknown_target(text: str, shown: str) -> str:
     return (
         f"cannot tell what output {shown!r} is: write a .jsonl, .jsonl.gz, .ndjson or .parquet "
@@ -1029,9 +1083,9 @@ def _unknown_target(text: str, shown: str) -> str:
     )
 
 
-def _check_file(path: str, text: str, create_dirs: bool = False) -> None:
+def _check_file(path: str, text: str, create_dirs: bool = False, folder: bool = False) -> None:
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not folder:
         raise UsageError(f"output {text!r} is a directory; name a file in it")
     parent = p.parent
     if not parent.exists() and not create_dirs:
@@ -1056,10 +1110,11 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
-    target = _target(args.output, args.create_dirs)
+    target = _target(args.output, args.create_dirs, args.format)
     if target.sink is None:
         for given, option in (
             (args.resume, "--resume"),
+            (args.replace, "--replace"),
             (args.checkpoint is not None, "--checkpoint"),
             (args.batch is not None, "--batch"),
         ):
@@ -1085,7 +1140,7 @@ def _plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
             raise UsageError(f"-p {key} is given twice; put repeated parameters in the URL")
         params[key] = value
     record_path = args.records if args.records not in ("auto", ".") else None
-    records = _records_of(args.records, announce)
+    records = _Spec(_records_of(args.records, announce), args.records)
     options: dict[str, Any] = {
         "concurrency": args.concurrency,
         "ordered": args.ordered,
@@ -1216,7 +1271,7 @@ async def _drive(
                 plan.target.sink,
                 batch=args.batch or 1000,
                 checkpoint=args.checkpoint or "default",
-                resume=args.resume,
+                mode="resume" if args.resume else "replace" if args.replace else "new",
             )
     except StreamPageError as exc:
         outcome.error = exc
@@ -1358,6 +1413,7 @@ def _print_fetch_summary(
     rows = [
         ("url", scrub(redact_url(plan.url))),
         ("output", scrub(plan.target.shown)),
+        *_resumed(stats),
         ("pages", pages),
         ("records", f"{stats.records:,}"),
         ("failed pages", f"{stats.failed:,}"),
@@ -1372,6 +1428,21 @@ def _print_fetch_summary(
     _print_table("streampage fetch", rows, sys.stderr)
 
 
+def _resumed(stats: StreamStats) -> list[tuple[str, str]]:
+    """What --resume went on from: an interrupted run, or one that had finished."""
+    if stats.resumed_finished:
+        new = "nothing new" if not stats.records else f"{stats.records:,} new records"
+        return [
+            (
+                "resumed",
+                f"a finished run ({stats.resumed_pages:,} pages); looked for new pages: {new}",
+            )
+        ]
+    if stats.resumed_pages:
+        return [("resumed", f"{stats.resumed_pages:,} pages committed by earlier runs")]
+    return []
+
+
 def _requests(stats: StreamStats) -> str:
     text = f"{stats.requests:,} ({stats.bytes / 1e6:,.1f} MB received"
     if stats.past_end:
@@ -1384,6 +1455,8 @@ def _result(s: Stream[Any], code: int, scrub: Callable[[str], str]) -> str:
     could be checked; never more than the run knows."""
     if code != 0:
         return _RESULTS.get(code, "failed")
+    if s.stats.resumed_finished and not s.stats.records:
+        return "complete already: the last run finished, and nothing is new (0 records added)"
     done = s.completeness
     if done.status == "verified":
         if len(done.notes) == 1:

@@ -450,7 +450,7 @@ async def test_an_existing_output_without_resume_is_bad_usage(tmp_path: Path) ->
         again = await fetch(url, "-o", str(out), "-q")
         resumed = await fetch(url, "-o", str(out), "--resume", "--stats-json", "-")
     assert first.code == 0, first
-    assert again.code == 2 and "pass resume=True (streampage fetch --resume)" in again.err
+    assert again.code == 2 and "(streampage fetch --resume)" in again.err
     assert resumed.code == 0, resumed
     assert json.loads(resumed.out)["pages"] == 0  # all committed: nothing delivered again
     assert sorted(jsonl_ids(out)) == list(range(1, 301))
@@ -532,7 +532,7 @@ async def test_resume_after_sigkill_delivers_every_record_exactly_once(
     def committed() -> int:
         """Records the first run has committed so far (read as another process would)."""
         if target == "jsonl":
-            journal = path.with_name(path.name + ".journal")
+            journal = path.with_name(f".{path.name}.streampage") / "journal"
             return len(journal.read_bytes().splitlines()) if journal.exists() else 0
         if not path.exists():
             return 0
@@ -573,7 +573,7 @@ async def test_resume_after_sigkill_delivers_every_record_exactly_once(
 
 async def test_an_interrupted_run_exits_130_and_says_how_to_go_on(tmp_path: Path) -> None:
     path = tmp_path / "items.jsonl"
-    journal = path.with_name(path.name + ".journal")
+    journal = path.with_name(f".{path.name}.streampage") / "journal"
     async with demo_api(items=2000, latency=0.02) as url:
         args = [url, "-o", str(path), "-c", "4", "--batch", "30"]
         proc = await asyncio.create_subprocess_exec(

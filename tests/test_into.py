@@ -81,7 +81,7 @@ async def test_into_json_lines_every_record_once(page_server, tmp_path, name):
 
     assert jsonl_ids(out) == ALL_IDS
     assert stats.records == len(ALL_IDS) and stats.committed_pages == PAGES
-    assert out.with_name(name + ".journal").exists()
+    assert out.with_name(f".{name}.streampage").joinpath("journal").exists()  # hidden
 
 
 async def test_into_sqlite_every_record_once_with_the_checkpoint(page_server, tmp_path):
@@ -97,9 +97,9 @@ async def test_into_sqlite_every_record_once_with_the_checkpoint(page_server, tm
     assert sqlite_ids(db) == ALL_IDS
     with sqlite3.connect(db) as conn:
         (state,) = conn.execute(
-            "SELECT checkpoint FROM streampage_checkpoints WHERE name = 'job'"
+            "SELECT checkpoint FROM streampage_checkpoints WHERE name = 'items/job'"
         ).fetchone()
-    (source_state,) = json.loads(state).values()
+    (source_state,) = json.loads(state)["sources"].values()
     assert source_state["pages"] == [[1, PAGES]]
 
 
@@ -138,7 +138,7 @@ async def test_an_existing_checkpoint_needs_resume(page_server, tmp_path):
     out = tmp_path / "o.jsonl"
     await streampage.stream(server.url, pages=PageNumber()).records("items").into(JSONLines(out))
 
-    with pytest.raises(streampage.ConfigurationError, match="resume=True"):
+    with pytest.raises(streampage.ConfigurationError, match=r"mode=.resume."):
         await (
             streampage.stream(server.url, pages=PageNumber()).records("items").into(JSONLines(out))
         )

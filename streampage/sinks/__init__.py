@@ -2,16 +2,18 @@
 
 Built in: JSON Lines (optionally gzip), SQLite (standard library), PostgreSQL (asyncpg,
 ``pip install 'streampage[postgres]'``) and Parquet (pyarrow, ``streampage[parquet]``).
-A sink of your own implements the four methods of ``Sink``.
+A sink of your own implements the four methods of ``Sink``; ``FileLock`` and ``state_dir``
+give it the built-in file sinks' lock (one writer per checkpoint) and hidden state folder.
 """
 
 from typing import Any
 
 from ._base import Sink
+from ._lock import FileLock, state_dir
 from .jsonl import JSONLines
 from .sqlite import SQLite
 
-__all__ = ["JSONLines", "Parquet", "Postgres", "SQLite", "Sink"]
+__all__ = ["FileLock", "JSONLines", "Parquet", "Postgres", "SQLite", "Sink", "state_dir"]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,10 @@ def state_dir(target: Path) -> Path:
     a folder target (``out/items/.streampage``), where its journal, lock and unpublished
     parts live: readers of the output (pyarrow, DuckDB, Spark skip names starting with ``.``
     or ``_``) never see them."""
-    return target / ".streampage" if _is_folder(target) else target.with_name(
-        f".{target.name}.streampage"
+    return (
+        target / ".streampage"
+        if _is_folder(target)
+        else target.with_name(f".{target.name}.streampage")
     )
 
 

@@ -1,0 +1,291 @@
+"""Checkpoints: no secrets at rest, a fingerprint of the source, and finished runs.
+
+A checkpoint lies on disk (a journal, a table row), so it must hold no credential; it must
+refuse to be applied to another source's data; and a resume of a finished run must say so
+and fetch only what is new.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+from conftest import cli_fetch, item
+from yarl import URL
+
+import streampage
+from streampage import Cursor, PageNumber
+from streampage._checkpoint import Checkpoint, at_rest, restored
+from streampage.sinks import JSONLines, SQLite
+
+PASSWORD = "pa55-w0rd-XYZ"
+API_KEY = "KEY-7f3a9c-secret"
+PAGES = 6
+PER_PAGE = 4
+
+
+class Flaky:
+    """Wraps a sink; its ``fail_at``-th commit raises, as a full disk would."""
+
+    def __init__(self, sink: Any, fail_at: int) -> None:
+        self.sink, self.fail_at, self.commits = sink, fail_at, 0
+
+    def __repr__(self) -> str:
+        return f"Flaky({self.sink!r})"
+
+    async def open(self, name: str) -> bytes | None:
+        return await self.sink.open(name)  # type: ignore[no-any-return]
+
+    async def write(self, records: Sequence[Any]) -> None:
+        await self.sink.write(records)
+
+    async def commit(self, name: str, checkpoint: bytes) -> None:
+        self.commits += 1
+        if self.commits == self.fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await self.sink.commit(name, checkpoint)
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+
+class CursorAPI:
+    """A cursor API that wants Basic credentials and an api_key on every request, and
+    whose next links carry the api_key back (as many APIs' next URLs do)."""
+
+    def __init__(self, pages: int = PAGES) -> None:
+        self.pages = pages
+        self.seen: list[str | None] = []  # the cursor of every request
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "no credentials"}, status=401)
+        if request.query.get("api_key") != API_KEY:
+            return web.json_response({"error": "no api key"}, status=403)
+        cursor = request.query.get("cursor")
+        self.seen.append(cursor)
+        n = int(cursor.removeprefix("c")) if cursor else 1
+        first = (n - 1) * PER_PAGE + 1
+        records = [item(i) for i in range(first, first + PER_PAGE)]
+        return web.json_response(
+            {"data": records, "next_cursor": f"c{n + 1}" if n < self.pages else None}
+        )
+
+
+@pytest.fixture
+async def cursor_api() -> AsyncIterator[CursorAPI]:
+    api = CursorAPI()
+    app = web.Application()
+    app.router.add_get("/items", api.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    api.url = f"http://user:{PASSWORD}@127.0.0.1:{port}/items?api_key={API_KEY}"
+    yield api
+    await runner.cleanup()
+
+
+def every_byte(folder: Path) -> bytes:
+    """Every byte of every file under ``folder`` (hidden ones included)."""
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def jsonl_ids(path: Path) -> list[int]:
+    return sorted(json.loads(line)["id"] for line in path.read_text().splitlines())
+
+
+# ---------------------------------------------------------------------- at rest
+
+
+def test_a_walk_url_is_stored_without_userinfo_or_secret_parameters() -> None:
+    url = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}&cursor=a%2Bb%3D&x=1")
+    stored = at_rest(url)
+    assert PASSWORD not in stored and API_KEY not in stored and "user" not in stored
+    assert stored == "https://api.example/items?cursor=a%2Bb%3D&x=1"  # the cursor byte for byte
+
+
+def test_a_stored_walk_url_gets_the_command_urls_credentials_back() -> None:
+    command = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}")
+    back = restored("https://api.example/items?cursor=a%2Bb%3D", command)
+    assert back.user == "user" and back.password == PASSWORD
+    assert back.query["api_key"] == API_KEY
+    assert back.raw_query_string.startswith("cursor=a%2Bb%3D")
+
+
+def test_a_walk_url_on_another_origin_gets_no_credentials() -> None:
+    command = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}")
+    back = restored("https://cdn.example/items?cursor=c2", command)
+    assert back.password is None and "api_key" not in back.query
+
+
+def test_a_page_number_source_stores_no_url(tmp_path: Path) -> None:
+    checkpoint = Checkpoint()
+    checkpoint.commit("k", 1, None, 3)
+    assert b"http" not in checkpoint.to_json()
+
+
+async def test_secrets_never_reach_the_disk_and_a_resumed_walk_still_has_them(
+    cursor_api: CursorAPI, tmp_path: Path
+) -> None:
+    out = tmp_path / "items.jsonl"
+
+    def run() -> streampage.Records:
+        pages = Cursor(field="next_cursor", param="cursor")
+        return streampage.stream(cursor_api.url, pages=pages).records("data")
+
+    with pytest.raises(streampage.SinkError, match="No space left"):
+        await run().into(Flaky(JSONLines(out), fail_at=3), batch=PER_PAGE)
+    assert cursor_api.seen[-1] is not None  # it got into the walk before failing
+
+    stats = await run().into(JSONLines(out), batch=PER_PAGE, mode="resume")
+
+    assert jsonl_ids(out) == list(range(1, PAGES * PER_PAGE + 1))
+    assert stats.resumed_pages == 2
+    data = every_byte(tmp_path)
+    assert PASSWORD.encode() not in data and API_KEY.encode() not in data
+
+
+async def test_secrets_never_reach_a_database(cursor_api: CursorAPI, tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    pages = Cursor(field="next_cursor", param="cursor")
+    await streampage.stream(cursor_api.url, pages=pages).records("data").into(SQLite(db))
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT checkpoint FROM streampage_checkpoints").fetchall()
+    assert rows and all(PASSWORD not in r[0] and API_KEY not in r[0] for r in rows)
+    assert PASSWORD.encode() not in every_byte(tmp_path)
+    assert API_KEY.encode() not in every_byte(tmp_path)
+
+
+# ---------------------------------------------------------------------- fingerprints
+
+
+async def test_a_resume_with_another_url_is_refused_naming_it(page_server, tmp_path) -> None:
+    server = await page_server(pages=3)
+    out = tmp_path / "o.jsonl"
+    sink = Flaky(JSONLines(out), fail_at=2)
+    with pytest.raises(streampage.SinkError):
+        await streampage.stream(server.url, pages=PageNumber()).records("items").into(sink, batch=1)
+
+    other = server.url.replace("/items", "/users")
+    with pytest.raises(streampage.ConfigurationError) as caught:
+        await (
+            streampage.stream(other, pages=PageNumber())
+            .records("items")
+            .into(JSONLines(out), mode="resume")
+        )
+    message = str(caught.value)
+    assert "another source" in message and "/items" in message and "/users" in message
+    assert "replace" in message
+
+
+async def test_a_resume_with_another_records_path_is_refused(page_server, tmp_path) -> None:
+    server = await page_server(pages=3)
+    out = tmp_path / "o.jsonl"
+    await streampage.stream(server.url, pages=PageNumber()).records("items").into(JSONLines(out))
+    with pytest.raises(streampage.ConfigurationError, match="records was 'items', now 'data'"):
+        await (
+            streampage.stream(server.url, pages=PageNumber())
+            .records("data")
+            .into(JSONLines(out), mode="resume")
+        )
+
+
+async def test_a_rotated_api_key_is_the_same_source(page_server, tmp_path) -> None:
+    server = await page_server(pages=3)
+    out = tmp_path / "o.jsonl"
+    first = f"{server.url}?api_key=old-key-1234"
+    await streampage.stream(first, pages=PageNumber()).records("items").into(JSONLines(out))
+    stats = await (
+        streampage.stream(f"{server.url}?api_key=new-key-5678", pages=PageNumber())
+        .records("items")
+        .into(JSONLines(out), mode="resume")
+    )
+    assert stats.resumed_finished and stats.records == 0  # the same pages, not fetched again
+    assert jsonl_ids(out) == list(range(1, 10))
+    assert b"old-key-1234" not in every_byte(tmp_path)
+
+
+# ---------------------------------------------------------------------- finished runs
+
+
+async def test_a_resume_of_a_finished_run_fetches_only_whats_new(page_server, tmp_path) -> None:
+    server = await page_server(pages=4, extra=lambda n: {"total_pages": server.pages})
+    out = tmp_path / "o.jsonl"
+
+    def run() -> streampage.Records:
+        return streampage.stream(server.url, pages=PageNumber(total_pages="total_pages")).records(
+            "items"
+        )
+
+    await run().into(JSONLines(out))
+    server.requests.clear()
+
+    again = await run().into(JSONLines(out), mode="resume")
+    assert again.resumed_finished and again.records == 0
+    assert server.requests == [1]  # page 1 for the total, and nothing more
+
+    server.pages = 5  # the API grew by a page
+    server.requests.clear()
+    grown = await run().into(JSONLines(out), mode="resume")
+    assert grown.records == 3 and sorted(server.requests) == [1, 5]
+    assert jsonl_ids(out) == list(range(1, 16))
+
+
+async def test_an_interrupted_run_is_not_finished(page_server, tmp_path) -> None:
+    server = await page_server(pages=4)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(streampage.SinkError):
+        await (
+            streampage.stream(server.url, pages=PageNumber())
+            .records("items")
+            .into(Flaky(JSONLines(out), fail_at=3), batch=1)
+        )
+    stats = await (
+        streampage.stream(server.url, pages=PageNumber())
+        .records("items")
+        .into(JSONLines(out), mode="resume")
+    )
+    assert stats.resumed_pages == 2 and not stats.resumed_finished
+    assert jsonl_ids(out) == list(range(1, 13))
+
+
+async def test_the_cli_says_a_finished_run_is_complete_already(page_server, tmp_path) -> None:
+    server = await page_server(pages=3)
+    out = tmp_path / "items.jsonl"
+    first = await cli_fetch(server.url, "--pages", "page", "--records", "items", "-o", str(out))
+    assert first.code == 0, first
+    again = await cli_fetch(
+        server.url, "--pages", "page", "--records", "items", "-o", str(out), "--resume"
+    )
+    assert again.code == 0, again
+    assert "complete already" in again.err and "nothing is new" in again.err
+    assert jsonl_ids(out) == list(range(1, 10))
+
+
+async def test_the_cli_refuses_resume_with_replace_and_format_on_a_file(tmp_path) -> None:
+    both = await cli_fetch(
+        "http://127.0.0.1:9/x", "-o", str(tmp_path / "a.jsonl"), "--resume", "--replace"
+    )
+    assert both.code == 2 and "not allowed with argument" in both.err
+    form = await cli_fetch(
+        "http://127.0.0.1:9/x", "-o", str(tmp_path / "a.jsonl"), "--format", "jsonl"
+    )
+    assert form.code == 2 and "--format applies to a folder target" in form.err
+
+
+def test_a_version_1_checkpoint_still_reads() -> None:
+    old = msgspec.json.encode({"url:abc": {"pages": [[1, 3]], "records": 9}})
+    checkpoint = Checkpoint.from_json(old)
+    assert len(checkpoint) == 3 and checkpoint.fingerprint is None and not checkpoint.finished
