@@ -5,26 +5,34 @@ Each test gets a database of its own, so table and checkpoint names never collid
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import socket
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
-from conftest import item
+from conftest import HANG, item
 from yarl import URL
 
 import streampage
 from streampage import ConfigurationError
 from streampage._checkpoint import Checkpoint
-from streampage._errors import SinkError
+from streampage._errors import CheckpointInUseError, SinkError
 from streampage.sinks import Sink
-from streampage.sinks.postgres import Postgres
+from streampage.sinks.postgres import Postgres, application_name, lock_key
 
 pytest_plugins = ["pg_server"]  # the postgres_dsn fixtures: a real server for the session
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -109,10 +117,11 @@ async def test_a_killed_connection_commits_nothing(dsn: str) -> None:
     await sink.write([item(1)])
     await sink.commit("t", checkpoint(1))
     await sink.write([item(2)])
-    await fetch(
+    await fetch(  # and wait (up to 5 s) for the session to end: its lock goes with it
         dsn,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'streampage' AND datname = current_database()",
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+        "WHERE application_name = $1 AND datname = current_database()",
+        application_name(),
     )
     await sink.close()  # finds its connection dead; must not raise
     assert len(await fetch(dsn, "SELECT 1 FROM items")) == 1
@@ -129,7 +138,7 @@ async def test_commit_without_records_stores_the_checkpoint(dsn: str) -> None:
     await sink.commit("t", checkpoint(1, 2))  # an upsert, not a second row
     await sink.close()
     rows = await fetch(dsn, "SELECT name, checkpoint::text AS cp FROM streampage_checkpoints")
-    assert [r["name"] for r in rows] == ["t"]
+    assert [r["name"] for r in rows] == ["items/t"]  # the checkpoint "t" of table items
     assert same_checkpoint(rows[0]["cp"].encode(), checkpoint(1, 2))
 
 
@@ -397,3 +406,296 @@ async def test_into_postgres_resumes_after_a_failure_exactly_once(
     rows = await fetch(dsn, "SELECT (data->>'id')::int AS id FROM items ORDER BY 1")
     assert [r["id"] for r in rows] == list(range(1, 1001))  # every record exactly once
     assert stats.committed_pages == 40 - committed // 25
+
+
+# ---------------------------------------------------------------------- checkpoints per table
+
+
+async def test_each_table_has_its_own_checkpoint(dsn: str) -> None:
+    a = Postgres(dsn, "a")
+    await a.open("x")
+    await a.write([item(1)])
+    await a.commit("x", checkpoint(1))
+    await a.close()
+
+    c = Postgres(dsn, "c")
+    assert await c.open("x") is None  # not table a's checkpoint "x"
+    await c.close()
+    names = await fetch(dsn, "SELECT name FROM streampage_checkpoints ORDER BY 1")
+    assert [r["name"] for r in names] == ["a/x"]
+
+
+async def test_two_tables_are_written_at_once(page_server: Any, dsn: str) -> None:
+    a, c = Postgres(dsn, "a"), Postgres(dsn, "c")
+    assert await a.open("x") is None
+    assert await c.open("x") is None  # one checkpoint name, two tables: two locks
+    await a.write([item(1)])
+    await c.write([item(2)])  # two transactions open at once
+    await c.commit("x", checkpoint(2))
+    await a.commit("x", checkpoint(1))
+    await a.close()
+    await c.close()
+    names = await fetch(dsn, "SELECT name FROM streampage_checkpoints ORDER BY 1")
+    assert [r["name"] for r in names] == ["a/x", "c/x"]
+
+    server = await page_server(pages=30, per_page=10)
+    runs = [
+        streampage.stream(server.url, pages=streampage.PageNumber(stop=30))
+        .records("items")
+        .into(Postgres(dsn, table), batch=10, checkpoint="both")
+        for table in ("d", "e")
+    ]
+    async with asyncio.timeout(HANG):
+        await asyncio.gather(*runs)
+    for table in ("d", "e"):
+        ids = await fetch(dsn, f"SELECT (data->>'id')::int AS id FROM {table} ORDER BY 1")
+        assert [r["id"] for r in ids] == list(range(1, 301))
+
+
+async def test_a_database_of_an_earlier_version_opens(dsn: str) -> None:
+    """Earlier versions keyed checkpoints by name alone. Their table still opens; a bare
+    checkpoint beside rows of the table stops the first write (not open: a replace may
+    follow) with the statements that settle it."""
+    await fetch(dsn, "CREATE TABLE items (id bigserial PRIMARY KEY, data jsonb)")
+    await fetch(
+        dsn,
+        "CREATE TABLE streampage_checkpoints (name text PRIMARY KEY, "
+        "checkpoint jsonb NOT NULL, updated_at timestamptz DEFAULT now())",
+    )
+    await fetch(dsn, """INSERT INTO items (data) VALUES ('{"id": 1}')""")
+    await fetch(
+        dsn,
+        "INSERT INTO streampage_checkpoints VALUES ('default', $1::text::jsonb)",
+        checkpoint(1).decode(),
+    )
+
+    fresh = Postgres(dsn, "other")  # a new table: the bare checkpoint cannot be its
+    assert await fresh.open("default") is None
+    await fresh.close()
+
+    sink = Postgres(dsn)
+    assert await sink.open("default") is None
+    with pytest.raises(ConfigurationError, match="earlier streampage version") as caught:
+        await sink.write([item(2)])
+    await sink.close()
+    assert len(await fetch(dsn, "SELECT 1 FROM items")) == 1
+    claim = str(caught.value).split("claim it for the table with ")[1].split(";")[0]
+    assert claim == (
+        """UPDATE "streampage_checkpoints" SET name = 'items/default' WHERE name = 'default'"""
+    )
+    await fetch(dsn, claim)
+    assert same_checkpoint(await sink.open("default"), checkpoint(1))
+    await sink.close()
+
+
+# ---------------------------------------------------------------------- one writer per checkpoint
+
+#: A run that holds checkpoint "x" of a table until it is killed: ``ready`` once open
+#: (after ``replace`` and an uncommitted write of record 99, when asked).
+HOLDER = """
+import asyncio, sys
+from streampage.sinks import Postgres
+
+async def main(dsn, table, then):
+    sink = Postgres(dsn, table)
+    await sink.open("x")
+    if then == "replace":
+        await sink.replace("x")
+        await sink.write([{"id": 99}])
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@contextlib.asynccontextmanager
+async def holder(
+    dsn: str, table: str = "items", then: str = "hold"
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A subprocess holding checkpoint "x" of ``table`` (ready when this yields); killed
+    at the end if the test has not killed it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        dsn,
+        table,
+        then,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(HANG):
+            assert await proc.stdout.readline() == b"ready\n"
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def sigkill(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGKILL)
+    assert await proc.wait() == -signal.SIGKILL
+
+
+async def test_a_second_open_of_a_checkpoint_names_its_holder(dsn: str) -> None:
+    first = Postgres(dsn)
+    await first.open("x")
+    with pytest.raises(CheckpointInUseError) as caught:
+        await Postgres(dsn).open("x")
+    message = str(caught.value)
+    assert f"another run holds checkpoint 'x' of table items at {dsn} (since " in message
+    assert f", pid {os.getpid()} on host {socket.gethostname()})" in message
+    other = Postgres(dsn)
+    assert await other.open("y") is None  # another checkpoint of the table is free
+    await other.close()
+    await first.close()
+    again = Postgres(dsn)  # closed: free again, at once
+    await again.open("x")
+    await again.close()
+
+
+async def test_two_spellings_of_a_table_are_one_lock(dsn: str) -> None:
+    first = Postgres(dsn, "items")
+    await first.open("x")
+    with pytest.raises(CheckpointInUseError):
+        await Postgres(dsn, "public.items").open("x")
+    await first.close()
+
+
+async def test_a_lock_held_by_another_program_names_its_server_process(dsn: str) -> None:
+    other = await asyncpg.connect(dsn)
+    try:
+        await other.execute("SELECT pg_advisory_lock($1)", lock_key("public.items/x"))
+        with pytest.raises(CheckpointInUseError, match=r"\(since .*, server process \d+\)") as e:
+            await Postgres(dsn).open("x")
+        assert f"server process {other.get_server_pid()})" in str(e.value)
+    finally:
+        await other.close()
+
+
+async def test_the_password_is_in_no_session_name(postgres_password_dsn: str) -> None:
+    url = URL(postgres_password_dsn)
+    assert url.password
+    sink = Postgres(str(url), "pw_names")
+    await sink.open("x")
+    try:
+        names = await fetch(str(url), "SELECT application_name AS a FROM pg_stat_activity")
+        assert application_name() in [r["a"] for r in names]
+        assert not [r["a"] for r in names if url.password in (r["a"] or "")]
+    finally:
+        await sink.close()
+
+
+async def test_a_killed_holder_frees_the_checkpoint(dsn: str) -> None:
+    """SIGKILL closes the holder's socket at once; its server process reads the end of
+    the connection, exits and drops its locks a moment later (milliseconds, not a timeout:
+    asynchronous to the kill, so the next open may race it). Polled, with a hard bound."""
+    async with holder(dsn) as proc:
+        with pytest.raises(CheckpointInUseError, match=f"pid {proc.pid} on host "):
+            await Postgres(dsn).open("x")
+        await sigkill(proc)
+        killed = time.monotonic()
+        sink = Postgres(dsn)
+        while True:
+            try:
+                assert await sink.open("x") is None
+                break
+            except CheckpointInUseError:
+                assert time.monotonic() - killed < 5, "the dead session still holds the lock"
+                await asyncio.sleep(0.02)
+        await sink.close()
+
+
+# ---------------------------------------------------------------------- replace
+
+
+async def test_replace_keeps_the_old_rows_until_the_first_commit(dsn: str) -> None:
+    earlier = [("items", [item(1), item(2)], checkpoint(1)), ("other", [item(7)], checkpoint(7))]
+    for table, records, cp in earlier:
+        sink = Postgres(dsn, table)
+        await sink.open("x")
+        await sink.write(records)
+        await sink.commit("x", cp)
+        await sink.close()
+    await fetch(dsn, "INSERT INTO streampage_checkpoints VALUES ('items/y', '{}')")
+
+    async def ids(table: str = "items") -> list[int]:
+        found = await fetch(dsn, f"SELECT (data->>'id')::int AS id FROM {table} ORDER BY 1")
+        return [r["id"] for r in found]
+
+    sink = Postgres(dsn)
+    assert same_checkpoint(await sink.open("x"), checkpoint(1))
+    await sink.replace("x")
+    assert await ids() == [1, 2]
+    await sink.write([item(10)])
+    await sink.write([item(11)])
+    assert await ids() == [1, 2]  # a reader never sees the table empty
+    await sink.commit("x", checkpoint(10))
+    assert await ids() == [10, 11]
+    await sink.write([item(12)])  # the next commits add to it
+    await sink.commit("x", checkpoint(10, 11))
+    await sink.finish("x")  # nothing to do: the commits were final
+    await sink.close()
+
+    assert await ids() == [10, 11, 12]
+    assert await ids("other") == [7]  # another table is not touched
+    stored = await fetch(
+        dsn, "SELECT name, checkpoint::text AS cp FROM streampage_checkpoints ORDER BY 1"
+    )
+    assert [r["name"] for r in stored] == ["items/x", "other/x"]
+    assert same_checkpoint(stored[0]["cp"].encode(), checkpoint(10, 11))
+
+
+async def test_into_with_mode_replace_starts_the_table_over(page_server: Any, dsn: str) -> None:
+    old = await page_server(pages=4, per_page=3)
+    pages = streampage.PageNumber()
+    await streampage.stream(old.url, pages=pages).records("items").into(Postgres(dsn))
+    new = await page_server(pages=2, per_page=3, shape="list")  # other pages, other shape
+    stats = await (
+        streampage.stream(new.url, pages=pages)
+        .records(lambda data: data)  # the body is the list of records
+        .into(Postgres(dsn), batch=1, mode="replace")
+    )
+    assert stats.committed_pages == 2
+    found = await fetch(dsn, "SELECT (data->>'id')::int AS id FROM items ORDER BY 1")
+    assert [r["id"] for r in found] == [1, 2, 3, 4, 5, 6]
+    stored = await fetch(dsn, "SELECT name, checkpoint::text AS cp FROM streampage_checkpoints")
+    assert [r["name"] for r in stored] == ["items/default"]
+    assert len(Checkpoint.from_json(stored[0]["cp"].encode())) == 2
+
+
+async def test_replace_after_an_uncommitted_write_is_an_error(dsn: str) -> None:
+    sink = Postgres(dsn)
+    with pytest.raises(RuntimeError, match="open"):
+        await sink.replace("x")
+    await sink.open("x")
+    await sink.write([item(1)])
+    with pytest.raises(RuntimeError, match="before write"):
+        await sink.replace("x")
+    await sink.close()
+
+
+async def test_a_crash_after_replace_and_write_leaves_the_old_rows(dsn: str) -> None:
+    sink = Postgres(dsn)
+    await sink.open("x")
+    await sink.write([item(1), item(2)])
+    await sink.commit("x", checkpoint(1))
+    await sink.close()
+    async with holder(dsn, then="replace") as proc:  # replace(), write(), no commit
+        await sigkill(proc)
+    found = await fetch(dsn, "SELECT (data->>'id')::int AS id FROM items ORDER BY 1")
+    assert [r["id"] for r in found] == [1, 2]
+    again = Postgres(dsn)
+    for _ in range(250):  # the dead session may hold its lock a moment (see above)
+        with contextlib.suppress(CheckpointInUseError):
+            stored = await again.open("x")
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the dead session still holds the lock after 5 s")
+    assert same_checkpoint(stored, checkpoint(1))  # a resume goes on from it
+    await again.close()

@@ -11,13 +11,37 @@ row. With ``columns=SomeStruct`` (a ``msgspec.Struct``) it has one column per fi
 NOT NULL unless the field may be None), and records (dicts, or Structs) are converted to
 that Struct first: validated, defaults filled, unknown keys dropped.
 
+Checkpoints are rows of ``streampage_checkpoints`` in the table's schema, keyed
+``"<table>/<name>"``: the same checkpoint name on two tables is two checkpoints.
+
+One writer per checkpoint: ``open`` takes a session-level advisory lock
+(``pg_try_advisory_lock``) keyed by a 64-bit hash of ``schema.table/name``, on the sink's
+own connection, and holds it until ``close``. A session's locks end with it, so a run that
+dies, by SIGKILL too, frees its checkpoint as soon as the server sees its connection close
+(at once for a dead process: its kernel closes the socket; a lost host or network is
+noticed by TCP keepalive, ``tcp_keepalives_idle`` on the server). A second run gets
+``CheckpointInUseError``, naming the holder from ``pg_locks`` and ``pg_stat_activity``:
+the sink connects with ``application_name`` ``streampage pid P on H`` (never the DSN),
+and the holder's ``backend_start`` is the since. Needs a session of its own: through a
+pooler in transaction mode (PgBouncer ``pool_mode=transaction``) a session lock means
+nothing, so connect to the server, or to a session-mode pool.
+
+``replace(name)`` starts the table over in the first commit's transaction (DELETE, not
+TRUNCATE: TRUNCATE is not MVCC-safe, so a reader whose snapshot predates it would find the
+table empty, and it locks readers out until the commit). ``finish(name)`` has nothing to
+do: every commit is already the table's final state.
+
 Needs ``pip install 'streampage[postgres]'``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import hashlib
+import os
 import re
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,9 +49,10 @@ import msgspec
 import msgspec.inspect as mi
 from yarl import URL
 
-from .._errors import ConfigurationError, SinkError
+from .._errors import ConfigurationError, SinkError, StreamPageError
 from .._redact import REDACTED, redact_url
 from ._base import missing_extra
+from ._lock import holder_text, in_use
 
 __all__ = ["Postgres"]
 
@@ -40,6 +65,28 @@ _SCALARS: dict[type[mi.Type], str] = {
     mi.StrType: "text",
     mi.BoolType: "boolean",
 }
+
+
+#: what a sink's connection is called in pg_stat_activity: its process, never its DSN
+_APPLICATION = re.compile(r"streampage pid (\d+) on (.*)")
+
+
+def application_name() -> str:
+    """``streampage pid P on HOST``, cut to the 63 bytes PostgreSQL keeps (NAMEDATALEN)."""
+    name = f"streampage pid {os.getpid()} on {socket.gethostname()}"
+    return name.encode()[:63].decode(errors="ignore")
+
+
+def lock_key(text: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``text`` (the first 8 bytes of its
+    BLAKE2b): the same in every process, unlike ``hash()``."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal, for a statement shown in a message."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _quote(identifier: str) -> str:
@@ -68,7 +115,7 @@ class Postgres:
     ``dsn`` is a ``postgresql://user:password@host:port/database`` URL (asyncpg's form).
     ``create=True`` creates the table when it is absent; ``create=False`` requires it. The
     checkpoints live in ``streampage_checkpoints`` in the table's schema (created when
-    absent), one row per checkpoint name.
+    absent), one row per table and checkpoint name (``"<table>/<name>"``).
     """
 
     def __init__(
@@ -89,6 +136,8 @@ class Postgres:
             raise ConfigurationError(
                 f"Postgres table {table!r} must be an identifier or schema.identifier"
             )
+        if parts[-1] == _CHECKPOINTS:
+            raise ConfigurationError(f"Postgres table name {table!r} is reserved")
         self.schema: str | None = parts[0] if len(parts) == 2 else None
         self.table = parts[-1]
         self.dsn = dsn
@@ -105,6 +154,9 @@ class Postgres:
             self._layout, self._to_row = self._typed(columns)
         self._conn: Any = None
         self._tx: Any = None
+        self._lock: int | None = None  # the advisory lock key held by the connection
+        self._replacing = False
+        self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
 
     # ------------------------------------------------------------------ configuration
 
@@ -172,9 +224,11 @@ class Postgres:
             import asyncpg
         except ImportError:
             raise missing_extra("asyncpg", "postgres") from None
+        if self._conn is not None:
+            raise RuntimeError(f"{self!r} is open already")
         try:
             conn = await asyncpg.connect(
-                self.dsn, server_settings={"application_name": "streampage"}
+                self.dsn, server_settings={"application_name": application_name()}
             )
         except Exception as exc:
             message = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -193,18 +247,89 @@ class Postgres:
                 decoder=lambda data: decode(data[1:]),
                 format="binary",
             )
+            # first the lock: a second run stops here, before it reads or writes
+            key = await self._take_lock(conn, name)
             await self._ensure_tables(conn)
             stored = await conn.fetchval(
                 f"SELECT checkpoint::text FROM {self._qualified(_CHECKPOINTS)} WHERE name = $1",
-                name,
+                self._key(name),
             )
+            unclaimed = None if stored is not None else await self._unscoped(conn, name)
         except BaseException as exc:
-            conn.terminate()
-            if isinstance(exc, Exception) and not isinstance(exc, ConfigurationError):
+            conn.terminate()  # the session ends, and its lock with it
+            if isinstance(exc, Exception) and not isinstance(exc, StreamPageError):
                 exc.add_note(f"while opening the Postgres sink ({self._where})")
             raise
-        self._conn = conn
+        self._conn, self._lock, self._replacing = conn, key, False
+        self._unclaimed = unclaimed
         return None if stored is None else str(stored).encode()
+
+    def _key(self, name: str) -> str:
+        """The checkpoint ``name`` of this table, as stored in ``streampage_checkpoints``
+        (which is in the table's schema)."""
+        return f"{self.table}/{name}"
+
+    async def _take_lock(self, conn: Any, name: str) -> int:
+        """Take the session's advisory lock on checkpoint ``name`` of this table, or raise
+        CheckpointInUseError naming who holds it. The key hashes the table's schema as the
+        server resolves it (``search_path``), so that two spellings of one table (``items``,
+        ``public.items``) are one lock."""
+        schema = self.schema
+        if schema is None:
+            schema = await conn.fetchval(
+                "SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)), current_schema())",
+                self._qualified(self.table),
+            )
+        key = lock_key(f"{schema}.{self.table}/{name}")
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            holder = await self._holder(conn, key)
+            raise in_use(f"checkpoint {name!r} of {self._where}", holder)
+        return key
+
+    @staticmethod
+    async def _holder(conn: Any, key: int) -> str | None:
+        """``since T, pid P on host H`` of the session holding advisory lock ``key``: a bigint
+        key shows in pg_locks as its high half (classid) and low half (objid), objsubid 1."""
+        row = await conn.fetchrow(
+            "SELECT a.application_name, a.backend_start, l.pid FROM pg_locks l "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid LIMIT 1",
+            (key >> 32) & 0xFFFFFFFF,
+            key & 0xFFFFFFFF,
+        )
+        if row is None:
+            return None  # released this instant
+        started: _dt.datetime | None = row["backend_start"]  # None: not ours to see
+        since = None if started is None else started.astimezone().isoformat(timespec="seconds")
+        found = _APPLICATION.fullmatch(row["application_name"] or "")
+        if found:
+            return holder_text(since, found[1], found[2])
+        backend = f"server process {row['pid']}"
+        return f"{holder_text(since, None, None)}, {backend}" if since else backend
+
+    async def _unscoped(self, conn: Any, name: str) -> str | None:
+        """Earlier versions keyed a checkpoint by its name alone, for every table of the
+        schema. Such a row beside rows in this table may be this table's checkpoint (then
+        starting afresh would write its pages twice) or another table's: only the user can
+        say which. The error for it (raised by the first write or commit, unless the table
+        is replaced: ``open`` cannot know that a replace follows), or None."""
+        checkpoints = self._qualified(_CHECKPOINTS)
+        old = await conn.fetchval(f"SELECT 1 FROM {checkpoints} WHERE name = $1", name)
+        if old is None:
+            return None
+        if await conn.fetchval(f"SELECT 1 FROM {self._qualified(self.table)} LIMIT 1") is None:
+            return None
+        key, bare = _literal(self._key(name)), _literal(name)
+        return (
+            f"Postgres {self._where}: {checkpoints} holds a checkpoint {name!r} of an earlier "
+            "streampage version, kept for every table, and the table holds rows: if they "
+            f"are that checkpoint's, claim it for the table with UPDATE {checkpoints} SET "
+            f"name = {key} WHERE name = {bare}; if not, DELETE FROM {checkpoints} WHERE "
+            f"name = {bare}; or start the table over (mode='replace', --replace)"
+        )
 
     async def _ensure_tables(self, conn: Any) -> None:
         table = self._qualified(self.table)
@@ -243,15 +368,46 @@ class Postgres:
             raise RuntimeError(f"{self!r} is not open: call open() first")
         return self._conn
 
+    async def replace(self, name: str) -> None:
+        """Start the table over: the next transaction (that of the first commit) first
+        deletes every row of the table and every checkpoint of it. Until that commit,
+        readers see the old rows (never an empty table), and a crash leaves the old rows
+        and checkpoint as they were."""
+        self._connection()
+        if self._tx is not None:
+            raise RuntimeError(f"{self!r}: replace() comes before write(), not after")
+        self._replacing = True
+        self._unclaimed = None  # whoever's it was, the table starts over
+
+    async def _begin(self, conn: Any) -> None:
+        """Open the transaction of the next commit, if none is open; after ``replace``, it
+        starts by emptying the table."""
+        if self._unclaimed is not None:
+            raise ConfigurationError(self._unclaimed)
+        if self._tx is not None:
+            return
+        tx = conn.transaction()
+        await tx.start()
+        self._tx = tx
+        if self._replacing:
+            await conn.execute(f"DELETE FROM {self._qualified(self.table)}")
+            prefix = self._key("")
+            await conn.execute(
+                f"DELETE FROM {self._qualified(_CHECKPOINTS)} "
+                "WHERE left(name, char_length($1)) = $1",
+                prefix,
+            )
+
+    async def finish(self, name: str) -> None:
+        """Nothing to do: each commit left the table whole (no parts to merge or rename)."""
+
     async def write(self, records: Sequence[Any]) -> None:
         conn = self._connection()
         if not records:
             return
         try:
             rows = [self._to_row(r) for r in records]
-            if self._tx is None:
-                self._tx = conn.transaction()
-                await self._tx.start()
+            await self._begin(conn)
             await conn.copy_records_to_table(
                 self.table,
                 records=rows,
@@ -265,30 +421,34 @@ class Postgres:
     async def commit(self, name: str, checkpoint: bytes) -> None:
         conn = self._connection()
         try:
-            if self._tx is None:
-                self._tx = conn.transaction()
-                await self._tx.start()
+            await self._begin(conn)
             await conn.execute(
                 f"INSERT INTO {self._qualified(_CHECKPOINTS)} (name, checkpoint, updated_at) "
                 "VALUES ($1, $2::text::jsonb, now()) ON CONFLICT (name) DO UPDATE SET "
                 "checkpoint = excluded.checkpoint, updated_at = excluded.updated_at",
-                name,
+                self._key(name),
                 checkpoint.decode(),
             )
             tx, self._tx = self._tx, None
             await tx.commit()
+            self._replacing = False  # done, durably: a later transaction keeps what it finds
         except Exception as exc:
             exc.add_note(f"while committing checkpoint {name!r} to Postgres {self._where}")
             raise
 
     async def close(self) -> None:
-        conn, tx = self._conn, self._tx
-        self._conn = self._tx = None
+        conn, tx, key = self._conn, self._tx, self._lock
+        self._conn = self._tx = self._lock = None
         if conn is None:
             return
         try:
-            if tx is not None and not conn.is_closed():
-                await tx.rollback()  # uncommitted records are discarded, as after a crash
+            if not conn.is_closed():
+                if tx is not None:
+                    await tx.rollback()  # uncommitted records are discarded, as after a crash
+                if key is not None:
+                    # unlocked when this returns: a run that starts right after the close
+                    # finds it free (the session's end alone is noticed a moment later)
+                    await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
         except Exception:
             conn.terminate()  # the server rolls back what the connection had open
             return

@@ -3,36 +3,92 @@
 Records go in as JSON text (``data`` column; query them with SQLite's JSON functions). Each
 commit is one transaction holding the batch *and* the checkpoint row, so after a crash the
 database holds exactly the pages its checkpoint names.
+
+Checkpoints are rows of ``streampage_checkpoints``, keyed ``"<table>/<name>"`` (the table
+in lower case, as SQLite folds names: ``Items`` and ``items`` are one table). The same
+checkpoint name on two tables of one database is two checkpoints.
+
+One writer per checkpoint, by a file lock rather than SQLite's own locks. SQLite locks the
+whole database, and only for a transaction: between two commits a run holds nothing that
+would stop a second run on its checkpoint, and a lock held for a whole run would stop a
+run into *another* table of the same database, which must go. So ``open`` takes an
+exclusive ``flock`` (``_lock.FileLock``) on a file of its own per table and checkpoint,
+``.<db file>.streampage/<table>.<name>.lock`` beside the database, held until ``close``.
+The kernel drops it when the process dies, by SIGKILL too: no stale lock, no timeout. A
+second run on the checkpoint gets ``CheckpointInUseError`` naming the holder (since, pid,
+host); two runs into two tables take two lock files, and their transactions take turns at
+SQLite's write lock (WAL mode; a writer waits up to ``busy_timeout`` seconds for the
+other's commit, which holds one batch). ``flock`` on a network file system (NFS, SMB) may
+not be shared between hosts: keep the database on a local disk.
+
+``replace(name)`` starts the table over, in the first commit's transaction: until it
+commits, readers see the old rows and a crash leaves them and their checkpoint in place.
+``finish(name)`` has nothing to do: every commit is already the table's final state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
+from ._lock import FileLock, state_dir
 
 __all__ = ["SQLite"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHECKPOINTS = "streampage_checkpoints"
+#: seconds a transaction waits for another connection's (another table's run) to commit
+_BUSY_TIMEOUT = 30.0
+
+
+def _file_safe(name: str) -> str:
+    """``name`` as part of a file name, one to one: percent-encoded (``/`` too), and past
+    80 characters cut, with a hash of the whole name to tell long names apart."""
+    safe = quote(name, safe="")
+    if len(safe) > 80:
+        safe = safe[:60] + "~" + hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    return safe
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal, for a statement shown in a message."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 class SQLite:
-    """Records into ``table`` (created when absent) of the database file ``path``."""
+    """Records into ``table`` (created when absent) of the database file ``path``.
 
-    def __init__(self, path: str | os.PathLike[str], table: str = "items") -> None:
+    ``busy_timeout`` is how long (seconds) a commit waits while another run commits into
+    another table of the same database."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        table: str = "items",
+        *,
+        busy_timeout: float = _BUSY_TIMEOUT,
+    ) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"SQLite table name {table!r} must be a plain identifier")
+        if table.lower() == _CHECKPOINTS or table.lower().startswith("sqlite_"):
+            raise ConfigurationError(f"SQLite table name {table!r} is reserved")
         self.path = Path(path)
         self.table = table
+        self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._lock: FileLock | None = None
+        self._replacing = False
+        self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
         self._encoder = msgspec.json.Encoder()
         # one thread at a time uses the connection; a limiter of 1 keeps calls in order
         self._limiter = anyio.CapacityLimiter(1)
@@ -40,27 +96,99 @@ class SQLite:
     def __repr__(self) -> str:
         return f"SQLite({str(self.path)!r}, table={self.table!r})"
 
+    def _key(self, name: str) -> str:
+        """The checkpoint ``name`` of this table, as stored in ``streampage_checkpoints``."""
+        return f"{self.table.lower()}/{name}"
+
+    def lock_path(self, name: str) -> Path:
+        """The lock file of checkpoint ``name`` of this table (held from open to close)."""
+        return state_dir(self.path) / f"{self.table.lower()}.{_file_safe(name)}.lock"
+
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self!r} is not open: call open() first")
+        return self._db
+
+    # ------------------------------------------------------------------ the Sink protocol
 
     async def open(self, name: str) -> bytes | None:
         return await self._run(self._open, name)  # type: ignore[no-any-return]
 
     def _open(self, name: str) -> bytes | None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, data TEXT)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS streampage_checkpoints "
-            "(name TEXT PRIMARY KEY, checkpoint TEXT NOT NULL)"
-        )
+        if self._db is not None:
+            raise RuntimeError(f"{self!r} is open already")
+        if str(self.path) != ":memory:":  # a database of its own connection: no one to stop
+            lock = FileLock(
+                self.lock_path(name), f"checkpoint {name!r} of table {self.table} in {self.path}"
+            )
+            lock.acquire()  # first: a second run stops here, before it reads or writes
+            self._lock = lock
+        db = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, data TEXT)"
+            )
+            # the layout of every version: a key scoped to the table is still a name
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} "
+                "(name TEXT PRIMARY KEY, checkpoint TEXT NOT NULL)"
+            )
+            row = db.execute(
+                f"SELECT checkpoint FROM {_CHECKPOINTS} WHERE name = ?", (self._key(name),)
+            ).fetchone()
+            unclaimed = None if row is not None else self._unscoped_checkpoint(db, name)
+        except BaseException:
+            if db is not None:
+                db.close()
+            self._release()
+            raise
         self._db = db
-        row = db.execute(
-            "SELECT checkpoint FROM streampage_checkpoints WHERE name = ?", (name,)
-        ).fetchone()
+        self._replacing = False
+        self._unclaimed = unclaimed
         return None if row is None else str(row[0]).encode()
+
+    def _unscoped_checkpoint(self, db: sqlite3.Connection, name: str) -> str | None:
+        """Earlier versions keyed a checkpoint by its name alone, for every table of the
+        database. Such a row beside rows in this table may be this table's checkpoint (then
+        starting afresh would write its pages twice) or another table's: only the user can
+        say which. The error for it (raised by the first write or commit, unless the table
+        is replaced: ``open`` cannot know that a replace follows), or None."""
+        old = db.execute(f"SELECT 1 FROM {_CHECKPOINTS} WHERE name = ?", (name,)).fetchone()
+        if old is None or db.execute(f"SELECT 1 FROM {self.table} LIMIT 1").fetchone() is None:
+            return None
+        key, bare = _literal(self._key(name)), _literal(name)
+        return (
+            f"{self.path} holds a checkpoint {name!r} of an earlier streampage version, kept "
+            f"for the whole database, and table {self.table} holds rows: if they are that "
+            f"checkpoint's, claim it for the table with UPDATE {_CHECKPOINTS} SET name = "
+            f"{key} WHERE name = {bare}; if not, DELETE FROM {_CHECKPOINTS} WHERE name = {bare}"
+            "; or start the table over (mode='replace', --replace)"
+        )
+
+    async def replace(self, name: str) -> None:
+        """Start the table over: the next transaction (that of the first commit) first
+        deletes every row of the table and every checkpoint of it. Until that commit,
+        readers see the old rows (never an empty table), and a crash leaves the old rows
+        and checkpoint as they were. DELETE, not DROP: the table keeps its definition."""
+        await self._run(self._replace)
+
+    def _replace(self) -> None:
+        if self._connection().in_transaction:
+            raise RuntimeError(f"{self!r}: replace() comes before write(), not after")
+        self._replacing = True
+        self._unclaimed = None  # whoever's it was, the table starts over
 
     async def write(self, records: Sequence[Any]) -> None:
         encode = self._encoder.encode
@@ -68,34 +196,58 @@ class SQLite:
         await self._run(self._write, rows)
 
     def _write(self, rows: list[tuple[str]]) -> None:
-        db = self._db
-        assert db is not None, "open() first"
-        if not db.in_transaction:
-            db.execute("BEGIN")
+        db = self._begin()
         db.executemany(f"INSERT INTO {self.table} (data) VALUES (?)", rows)
+
+    def _begin(self) -> sqlite3.Connection:
+        """The connection, in a write transaction (begun here if none is open): IMMEDIATE
+        takes the database's write lock at once, waiting for another run's commit."""
+        db = self._connection()
+        if self._unclaimed is not None:
+            raise ConfigurationError(self._unclaimed)
+        if not db.in_transaction:
+            db.execute("BEGIN IMMEDIATE")
+            if self._replacing:
+                db.execute(f"DELETE FROM {self.table}")
+                prefix = self._key("")
+                db.execute(
+                    f"DELETE FROM {_CHECKPOINTS} WHERE substr(name, 1, ?) = ?",
+                    (len(prefix), prefix),
+                )
+        return db
 
     async def commit(self, name: str, checkpoint: bytes) -> None:
         await self._run(self._commit, name, checkpoint.decode())
 
     def _commit(self, name: str, checkpoint: str) -> None:
-        db = self._db
-        assert db is not None, "open() first"
-        if not db.in_transaction:
-            db.execute("BEGIN")
+        db = self._begin()
         db.execute(
-            "INSERT INTO streampage_checkpoints (name, checkpoint) VALUES (?, ?) "
+            f"INSERT INTO {_CHECKPOINTS} (name, checkpoint) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET checkpoint = excluded.checkpoint",
-            (name, checkpoint),
+            (self._key(name), checkpoint),
         )
         db.execute("COMMIT")
+        self._replacing = False  # done, durably: a later transaction keeps what it finds
+
+    async def finish(self, name: str) -> None:
+        """Nothing to do: each commit left the table whole (no parts to merge or rename)."""
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await self._run(self._close, db)
+        await self._run(self._close)
 
-    @staticmethod
-    def _close(db: sqlite3.Connection) -> None:
-        if db.in_transaction:
-            db.execute("ROLLBACK")  # uncommitted records are discarded, as after a crash
-        db.close()
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        try:
+            if db is not None:
+                try:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")  # uncommitted records go, as after a crash
+                finally:
+                    db.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
