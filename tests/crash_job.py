@@ -57,6 +57,13 @@ class Reporting:
         await self.sink.commit(name, checkpoint)
         print("commit", flush=True)
 
+    async def finish(self, name: str) -> None:
+        # the run delivered every page: a file sink merges or publishes (Parquet's file is
+        # made here, not at close)
+        finish = getattr(self.sink, "finish", None)
+        if finish is not None:
+            await finish(name)
+
     async def close(self) -> None:
         await self.sink.close()
 

@@ -16,8 +16,8 @@ sink instead (from ``STREAMPAGE_SOAK_FROM``, default 0), with up to five kills e
 (minutes, not part of ``make test``).
 
 ``test_killed_at_an_exact_point_of_a_commit`` kills the file sinks at exact points of their
-commits instead (``crash_job.py --die after:fsync:*.journal:1`` and so on): after the data
-is durable and before the journal names it, after the journal, in Parquet's merge at close.
+commits instead (``crash_job.py --die after:fsync:*/journal:2`` and so on): after the data
+is durable and before the journal names it, after the journal, in Parquet's merge at finish.
 """
 
 from __future__ import annotations
@@ -226,8 +226,9 @@ def checkpoint_pages(document: Any) -> set[int]:
     """The page numbers a checkpoint (its JSON, decoded) names; the job has one source."""
     if not document:
         return set()
-    assert len(document) == 1, f"one source expected in the checkpoint: {document}"
-    (state,) = document.values()
+    sources = document["sources"]
+    assert len(sources) == 1, f"one source expected in the checkpoint: {document}"
+    (state,) = sources.values()
     return {n for start, end in state.get("pages", []) for n in range(start, end + 1)}
 
 
@@ -267,6 +268,8 @@ class Target:
         self.schema = f"crash_{uuid.uuid4().hex[:12]}"
         suffix = {"jsonl": "jsonl", "jsonl.gz": "jsonl.gz", "sqlite": "db", "parquet": "parquet"}
         self.path = tmp_path / "sink" / f"out.{suffix.get(kind, 'x')}"
+        #: the file sinks' hidden state folder: journal, lock, staged parts
+        self.state = self.path.with_name(f".{self.path.name}.streampage")
 
     async def setup(self) -> None:
         if self.kind == "postgres":
@@ -298,7 +301,7 @@ class Target:
     def _jsonl(self, final: bool) -> Held:
         gz = self.kind == "jsonl.gz"
         data = self.path.read_bytes() if self.path.exists() else b""
-        entry = last_entry(journal_entries(self.path.with_name(self.path.name + ".journal")))
+        entry = last_entry(journal_entries(self.state / "journal"))
         offset = 0 if entry is None else entry["offset"]
         pages = checkpoint_pages(None if entry is None else entry["checkpoint"])
         if final:
@@ -318,7 +321,7 @@ class Target:
             row = None
             if "streampage_checkpoints" in tables:
                 row = db.execute(
-                    "SELECT checkpoint FROM streampage_checkpoints WHERE name = 'crash'"
+                    "SELECT checkpoint FROM streampage_checkpoints WHERE name = 'items/crash'"
                 ).fetchone()
         return Held(ids, checkpoint_pages(None if row is None else json.loads(row[0])))
 
@@ -338,7 +341,7 @@ class Target:
             ):
                 stored = await conn.fetchval(
                     f"SELECT checkpoint::text FROM {self.schema}.streampage_checkpoints "
-                    "WHERE name = 'crash'"
+                    "WHERE name = 'items/crash'"
                 )
         finally:
             await conn.close()
@@ -353,10 +356,10 @@ class Target:
             table = pq.read_table(self.path)
             ids = table.column("id").to_pylist()
             merged = int((table.schema.metadata or {})[b"streampage.parts"])
-        entries = journal_entries(self.path.with_name(self.path.name + ".journal"))
+        entries = journal_entries(self.state / "journal")
         entry = last_entry(entries)
         pages = checkpoint_pages(None if entry is None else entry["checkpoint"])
-        parts = self.path.with_name(self.path.name + ".parts")
+        parts = self.state / "parts"
         committed = sorted({k for e in entries for k in e.get("parts", []) if k > merged})
         if final:
             assert not committed, f"committed parts {committed} not merged into {self.path}"
@@ -540,11 +543,11 @@ CRASH_POINTS = [
     for label, die in [
         ("open", "after:fsync:*/sink:1"),  # the empty journal, in its directory
         ("part-1", "after:fsync:*/part-000001.parquet:1"),  # written, not committed
-        ("parts-dir-1", "after:fsync:*.parts:1"),  # its name durable, not journalled yet
-        ("journal-1", "after:fsync:*.journal:1"),  # commit 1 journalled
+        ("parts-dir-1", "after:fsync:*/parts:1"),  # its name durable, not journalled yet
+        ("journal-1", "after:fsync:*/journal:2"),  # commit 1 journalled (1: created)
         ("part-2", "after:fsync:*/part-000002.parquet:1"),
-        ("merged", "before:replace:*.merging:1"),  # close: merged, not renamed over path
-        ("renamed", "after:replace:*.merging:1"),  # close: renamed, parts not deleted yet
+        ("merged", "before:replace:*/merging.parquet:1"),  # finish: merged, not renamed
+        ("renamed", "after:replace:*/merging.parquet:1"),  # finish: parts not deleted yet
     ]
 ]
 
@@ -554,7 +557,7 @@ async def test_killed_at_an_exact_point_of_a_commit(
     kind: str, die: str, api: Api, tmp_path: Path
 ) -> None:
     """The file sinks fsync the data, then the journal (Parquet: each part, the parts
-    directory, the journal; at close a merged file renamed over ``path``): a kill right
+    directory, the journal; at finish a merged file renamed over ``path``): a kill right
     after one of these lands between two steps. The next run resumes, and every record is
     there once."""
     target = Target(kind, tmp_path, None)

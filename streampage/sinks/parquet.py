@@ -1,33 +1,52 @@
 """Parquet with pyarrow: one row group per committed batch, exactly once under SIGKILL.
 
 A Parquet file cannot be appended to (its footer, written last, indexes it), and a file
-killed mid-write has no footer at all. So while a stream runs, the output is kept in pieces
-beside ``path``, and ``path`` itself only ever appears or changes by an atomic rename:
+killed mid-write has no footer at all. So each batch is first staged as a Parquet file of
+its own in a hidden state folder, and the output only ever appears or changes by an atomic
+rename of a complete, fsynced file. Everything but the output lives in the state folder
+(``state_dir`` in ``_lock.py``), created 0700; readers (pyarrow, DuckDB, Spark skip names
+starting with ``.`` or ``_``) never see it.
 
-``<path>.parts/part-000042.parquet``
-    Each ``write(records)`` becomes one complete Parquet file (one row group), fsynced.
-``<path>.journal``
-    Each ``commit`` then appends ``{"name", "parts", "checkpoint"}`` (one JSON line) and
-    fsyncs it: from that moment the parts it names are committed. A part file that no
-    journal line names was written and not committed: the next ``open`` deletes it. A torn
-    last line (a crash mid-append) is not a commit; ``open`` cuts the journal back to the end
-    of the last whole line, so that later commits append cleanly.
-``<path>``
-    ``close()`` (called after every run, failed or not) merges the committed parts that
-    ``path`` does not hold yet into ``<path>.merging``, fsyncs it and renames it over
-    ``path`` with ``os.replace``: one row group per part, the rows of the old ``path`` first.
-    The file records in its key-value metadata (``streampage.parts``) the last part it
-    holds, so a crash between the rename and the deletion of the merged parts cannot merge
-    them twice. After ``close``, ``path`` is a plain Parquet file with every committed row.
-    A merge that fails (disk full) or is killed leaves ``path`` as it was and the parts in
-    place; the next run's ``close`` merges them.
+``Parquet("out/items.parquet")``, one file::
 
-The journal stays beside ``path`` after a run (as with ``JSONLines``): it is what lets
-``resume=True`` go on, adding row groups to the same ``path``. A ``path`` that exists
-without its journal was not written by this sink (or its journal was removed): ``open``
-refuses it rather than overwrite it. After a SIGKILL, ``path`` holds what the last
-``close`` merged and the parts directory the rest; the next run (with ``resume=True``)
-merges it all when it closes.
+    out/items.parquet                                the output: one plain Parquet file
+    out/.items.parquet.streampage/lock               held by the run writing (see _lock.py)
+    out/.items.parquet.streampage/journal            one line a commit, 0600
+    out/.items.parquet.streampage/parts/part-000042.parquet   a staged batch
+    out/.items.parquet.streampage/merging.parquet    a merge on its way to the output
+
+``Parquet("out/items/")``, a folder (a path ending in ``/``, or an existing directory)::
+
+    out/items/part-000042.parquet                    published parts: committed rows
+    out/items/.streampage/lock, journal, parts/, merging.parquet
+
+Each ``write(records)`` becomes one complete Parquet file (one row group) in ``parts/``,
+fsynced. Each ``commit`` then appends ``{"name", "checkpoint", "parts"}`` to the journal
+and fsyncs it: from that moment the parts it names are committed. A staged part no journal
+line names was written and not committed: the next ``open`` deletes it. The journal (its
+torn last line, ``replace`` and ``replaced`` lines) is the one described in ``jsonl.py``.
+
+One file: ``finish(name)``, at the end of a run that delivered every page, merges the
+output and the committed parts into ``merging.parquet`` (a row group a part, the output's
+first), fsyncs it and renames it over the output: the file is rewritten once a run, not
+once a batch. ``close`` without ``finish`` (a failed run) leaves the committed parts staged;
+a later run's ``finish`` merges them. The file records in its metadata (``streampage.parts``)
+the last part it holds, so a kill between the rename and the deletion of the merged parts
+cannot merge them twice.
+
+A folder: committed parts are merged into one new part file, published by a rename, at
+``close`` (after success and after failure), at ``finish``, and whenever the committed rows
+not published yet reach ``part_rows``: a run makes one part (or one per ``part_rows``), not
+one per batch. A published part is named after the last staged part it holds
+(``part-000042.parquet``), and a staged part numbered at or below the highest published
+one is in it already: a kill mid-publish never publishes rows twice. Published parts are
+never read (only the last one's footer, for its schema) nor rewritten: adding to a folder
+costs in proportion to the rows added. The next ``open`` publishes the committed rows of a
+run that died.
+
+``replace(name)`` keeps the old output until ``finish``: one file's merge then leaves the
+old file out; a folder's ``finish`` journals ``replaced``, deletes the old parts and
+publishes the new ones (a kill in between: ``open`` does the rest).
 
 Records are dicts or msgspec Structs (their fields under their encoded names, defaults
 included). The schema is given (a ``pyarrow.Schema``, or a msgspec Struct type whose fields
@@ -35,17 +54,18 @@ are mapped to Arrow types), or inferred from each batch and widened across batch
 column that was all null gets the type of later values, ints widen to floats, a missing
 column is null); a conflict (text in a column of numbers) fails that write, before its
 commit. With a given schema, keys that are not in it are dropped, as ``pyarrow`` does.
+Inferred, a folder's new parts start from the schema of its last part, so that its columns
+go on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import msgspec
@@ -53,15 +73,18 @@ import msgspec.inspect as mi
 
 from .._errors import ConfigurationError
 from ._base import missing_extra
+from ._journal import Entry, Journal, checkpoint_json, replay
+from ._layout import drop_below, fsync_dir, locate, migrate, part_files, shown
+from ._lock import FileLock
 
 if TYPE_CHECKING:
     import pyarrow
 
 __all__ = ["Parquet"]
 
-#: the key, in the merged file's metadata, of the last part number the file holds
+#: the key, in a merged file's metadata, of the last part number the file holds
 _PARTS_KEY = b"streampage.parts"
-_PART_NAME = re.compile(r"part-(\d+)\.parquet")
+_PART = re.compile(r"part-(\d+)\.parquet")
 #: values msgspec.to_builtins leaves alone, for pyarrow to store as native Arrow types
 _NATIVE = (bytes, bytearray, _dt.datetime, _dt.date, _dt.time, _dt.timedelta)
 
@@ -75,16 +98,10 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-class _Entry(msgspec.Struct, omit_defaults=True):
-    """One journal line: a commit of ``parts`` with ``checkpoint`` under ``name``."""
-
-    name: str
-    checkpoint: msgspec.Raw
-    parts: list[int] = []
-
-
 class Parquet:
-    """Records into the Parquet file ``path``, a row group per committed batch.
+    """Records into the Parquet file ``path``, a row group per committed batch; or, when
+    ``path`` ends with ``/`` or is a directory, into part files of that folder, each of
+    about ``part_rows`` rows at most (a run's rows, or ``part_rows`` of them).
 
     ``schema``: a ``pyarrow.Schema``, a msgspec Struct type, or None (inferred from the
     records). ``compression``: any codec Parquet knows (``"zstd"``, ``"snappy"``, ``"none"``).
@@ -96,13 +113,17 @@ class Parquet:
         *,
         schema: pyarrow.Schema | type | None = None,
         compression: str = "zstd",
+        part_rows: int = 1_000_000,
     ) -> None:
         self._pa = _pyarrow()
-        self.path = Path(path)
-        self.parts_dir = self.path.with_name(self.path.name + ".parts")
-        self.journal = self.path.with_name(self.path.name + ".journal")
-        self._merging = self.path.with_name(self.path.name + ".merging")
+        self.path, self.folder, self.state = locate(path)
+        self.journal = self.state / "journal"
+        self.parts_dir = self.state / "parts"
+        self._merging = self.state / "merging.parquet"
         self.compression = compression
+        if part_rows < 1:
+            raise ConfigurationError(f"Parquet(part_rows={part_rows}) must be at least 1")
+        self.part_rows = part_rows
         self._schema: Any = None  # the given schema, as a pyarrow.Schema
         if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
             self._schema = struct_schema(schema)
@@ -113,25 +134,34 @@ class Parquet:
                 f"Parquet(schema={schema!r}): pass a pyarrow.Schema, a msgspec.Struct type, "
                 "or None to infer it from the records"
             )
+        self._lock = FileLock(self.state / "lock", what=f"the checkpoint of {shown(self)}")
+        self._journal = Journal(self.journal)
         self._struct_fields: dict[type, list[tuple[str, str]]] = {}
         self._reset()
 
     def __repr__(self) -> str:
-        return f"Parquet({str(self.path)!r})"
+        return f"Parquet({shown(self)!r})"
 
     def _reset(self) -> None:
         self._opened = False
-        self._journal_file: BinaryIO | None = None
-        self._merged = 0  # the last part number ``path`` holds
-        self._committed: list[int] = []  # committed parts not in ``path`` yet
+        #: one file: the last part number it holds; a folder: its highest part number
+        self._merged = 0
+        self._committed: list[int] = []  # committed parts, not merged or published yet
+        self._rows: dict[int, int] = {}  # the rows of each staged part
         self._pending: list[int] = []  # parts written since the last commit
         self._next_part = 1
         self._inferred: Any = None  # the schema of the rows so far, when none is given
+        self._base: Any = None  # the schema of the output there already, when none is given
+        self._replacing: int | None = None  # an unfinished replace: its first part
 
     # ------------------------------------------------------------------ the Sink protocol
 
     async def open(self, name: str) -> bytes | None:
         return await anyio.to_thread.run_sync(self._open, name)
+
+    async def replace(self, name: str) -> None:
+        """Start the target over: the old output stays as it is until ``finish``."""
+        await anyio.to_thread.run_sync(self._replace)
 
     async def write(self, records: Sequence[Any]) -> None:
         if records:
@@ -140,90 +170,116 @@ class Parquet:
     async def commit(self, name: str, checkpoint: bytes) -> None:
         await anyio.to_thread.run_sync(self._commit, name, checkpoint)
 
-    async def close(self) -> None:
+    async def finish(self, name: str) -> None:
+        """The run delivered every page: one file is merged, a folder's parts published."""
         if self._opened:
-            await anyio.to_thread.run_sync(self._close)
+            await anyio.to_thread.run_sync(self._finish)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._close)
 
     # ------------------------------------------------------------------ open
 
     def _open(self, name: str) -> bytes | None:
         if self._opened:
             self._close()
-        pa = self._pa
-        entries: list[_Entry] = []
-        if self.journal.exists():
-            entries = self._read_journal()
+        self._lock.acquire()  # before anything is read or deleted: one writer
+        try:
+            if not self.folder:
+                stem = self.path.name
+                migrate(self.path.with_name(stem + ".journal"), self.journal)
+                migrate(self.path.with_name(stem + ".parts"), self.parts_dir)
+                self.path.with_name(stem + ".merging").unlink(missing_ok=True)
+            entries = self._journal.load()
+            if entries is None:
+                self._refuse_foreign()
+                self._journal.create()
+                entries = []
+            self._journal.open()
+            found = replay(entries)
+            if not self.parts_dir.is_dir():
+                self.parts_dir.mkdir(mode=0o700)
+                fsync_dir(self.state)  # so that the parts in it outlive a power cut
+            self._merging.unlink(missing_ok=True)  # a merge killed before its rename
+            replacing = found.replacing
+            if self.folder:
+                if replacing is None and found.replaced:
+                    drop_below(self.path, _PART, found.replaced)  # a finish killed midway
+                visible = part_files(self.path, _PART)
+                merged = max(visible, default=0)
+                if replacing is None and visible and self._schema is None:
+                    self._base = self._footer_schema(self.path / visible[merged])
+            else:
+                merged = self._merged_of_output()
+                if replacing is not None and merged >= replacing:
+                    # finish() renamed the new file into place, killed before it said so
+                    self._journal.append(Entry(replaced=replacing))
+                    replacing = None
+                if replacing is None and merged and self._schema is None:
+                    self._base = self._footer_schema(self.path)
+            named = sorted({k for entry in found.commits for k in entry.parts})
+            committed = [k for k in named if k > merged]
+            staged = part_files(self.parts_dir, _PART)
+            for k, file in staged.items():
+                if k not in committed:  # never committed, or merged or published already
+                    (self.parts_dir / file).unlink()
+            schemas = [] if self._base is None else [self._base]
+            for k in committed:
+                part = self._part(k)
+                if not part.exists():
+                    raise ConfigurationError(
+                        f"{part} is committed in {self.journal} but missing, so "
+                        f"{shown(self)} cannot be completed: remove it and its hidden state "
+                        f"folder {self.state}, and run again"
+                    )
+                meta = self._pa.parquet.read_metadata(part)
+                self._rows[k] = meta.num_rows
+                if self._schema is None:
+                    schemas.append(meta.schema.to_arrow_schema().remove_metadata())
+            floor = (replacing or found.replaced or 1) - 1  # new parts come after a replace's
+            self._next_part = max([floor, merged, *named, *staged]) + 1
+            self._merged, self._committed, self._replacing = merged, committed, replacing
+            if self._schema is None and schemas:
+                self._inferred = _unify(self._pa, schemas)
+            self._opened = True
+            if self.folder and replacing is None:
+                self._publish()  # the committed rows of a run that died become visible now
+            return found.checkpoints.get(name)
+        except BaseException:
+            self._shut()
+            raise
+
+    def _refuse_foreign(self) -> None:
+        """No journal: the output must not hold data this sink did not write."""
+        if self.folder:
+            found = part_files(self.path, _PART)
+            if found:
+                raise ConfigurationError(
+                    f"{shown(self)} holds part files ({min(found.values())}...) and no journal "
+                    "from an earlier run, so it cannot be resumed or added to: remove them or "
+                    "choose another folder"
+                )
         elif self._has_output():
             raise ConfigurationError(
-                f"{self.path} exists and has no journal ({self.journal.name}) from an earlier "
+                f"{self.path} exists and has no journal ({self.journal}) from an earlier "
                 "run, so it cannot be resumed or added to: remove it or choose another path"
             )
-        merged, schemas = 0, []
-        if self._has_output():
-            meta = pa.parquet.read_schema(self.path)
-            found = (meta.metadata or {}).get(_PARTS_KEY)
-            if found is None:
-                raise ConfigurationError(
-                    f"{self.path} was not written by streampage's Parquet sink, though "
-                    f"{self.journal.name} is beside it: remove both or choose another path"
-                )
-            merged = int(found)
-            schemas.append(meta.remove_metadata())
-        committed = sorted({k for entry in entries for k in entry.parts if k > merged})
-        if not self.parts_dir.is_dir():
-            self.parts_dir.mkdir(parents=True)
-            _fsync_dir(self.parts_dir.parent)  # so that the parts in it outlive a power cut
-        for part in self.parts_dir.iterdir():
-            match = _PART_NAME.fullmatch(part.name)
-            if match and int(match[1]) not in committed:
-                part.unlink()  # written and never committed, or merged into ``path`` already
-        self._merging.unlink(missing_ok=True)  # a merge that was killed before its rename
-        for k in committed:
-            part = self._part(k)
-            if not part.exists():
-                raise ConfigurationError(
-                    f"{part} is committed in {self.journal.name} but missing, so {self.path} "
-                    "cannot be completed: remove the journal, the parts and the file, and "
-                    "run again"
-                )
-            if self._schema is None:
-                schemas.append(pa.parquet.read_schema(part).remove_metadata())
-        if not self.journal.exists():
-            self.journal.touch(mode=0o600)  # it holds checkpoints: the owner's alone
-            _fsync_dir(self.journal.parent)
-        self._journal_file = open(self.journal, "ab")  # noqa: SIM115 - held open across calls
-        self._merged = merged
-        self._committed = committed
-        self._next_part = max([merged, *committed]) + 1
-        if self._schema is None and schemas:
-            self._inferred = _unify(pa, schemas)
-        self._opened = True
-        for entry in reversed(entries):
-            if entry.name == name:
-                return bytes(entry.checkpoint)
-        return None
 
-    def _read_journal(self) -> list[_Entry]:
-        """The whole lines of the journal; a torn last line is cut off the file."""
-        data = self.journal.read_bytes()
-        entries: list[_Entry] = []
-        good = 0
-        decode = msgspec.json.Decoder(_Entry).decode
-        while good < len(data):
-            end = data.find(b"\n", good)
-            if end < 0:
-                break  # no newline: the append was cut short, the commit did not happen
-            try:
-                entries.append(decode(data[good:end]))
-            except msgspec.DecodeError:
-                break
-            good = end + 1
-        if good < len(data):
-            with open(self.journal, "r+b") as f:
-                f.truncate(good)
-                f.flush()
-                os.fsync(f.fileno())
-        return entries
+    def _merged_of_output(self) -> int:
+        """The last part number the output file holds (0: there is no output yet)."""
+        if not self._has_output():
+            return 0
+        meta = self._pa.parquet.read_schema(self.path)
+        found = (meta.metadata or {}).get(_PARTS_KEY)
+        if found is None:
+            raise ConfigurationError(
+                f"{self.path} was not written by streampage's Parquet sink, though its "
+                f"journal {self.journal} is there: remove both or choose another path"
+            )
+        return int(found)
+
+    def _footer_schema(self, path: Path) -> Any:
+        return self._pa.parquet.read_schema(path).remove_metadata()
 
     def _has_output(self) -> bool:
         """Whether ``path`` holds a file (an empty one, as a temporary file is, does not count)."""
@@ -234,6 +290,22 @@ class Parquet:
 
     def _part(self, k: int) -> Path:
         return self.parts_dir / f"part-{k:06d}.parquet"
+
+    # ------------------------------------------------------------------ replace
+
+    def _replace(self) -> None:
+        if not self._opened:
+            raise RuntimeError(f"{self!r}: open() first")
+        self._drop_pending()
+        if self.folder and self._replacing is None:
+            self._publish()  # committed before the replace began: old output, shown
+        first = self._next_part
+        self._journal.append(Entry(replace=first))
+        for k in self._committed:  # the old output's staged rows, or an earlier replace's
+            self._part(k).unlink(missing_ok=True)
+        self._committed, self._rows = [], {}
+        self._replacing = first
+        self._base = self._inferred = None  # the new output owes nothing to the old one
 
     # ------------------------------------------------------------------ write and commit
 
@@ -266,6 +338,7 @@ class Parquet:
             os.fsync(f.fileno())
         self._next_part = k + 1
         self._pending.append(k)
+        self._rows[k] = table.num_rows
         if self._schema is None:
             self._inferred = inferred
 
@@ -279,46 +352,75 @@ class Parquet:
         return {key: getattr(record, attr) for attr, key in fields}
 
     def _commit(self, name: str, checkpoint: bytes) -> None:
-        journal = self._journal_file
-        if journal is None:
+        if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
-        try:
-            msgspec.json.decode(checkpoint)
-        except msgspec.DecodeError:
-            raise ValueError(f"{self!r}: a checkpoint must be JSON, got {checkpoint!r}") from None
+        entry = Entry(name=name, checkpoint=checkpoint_json(checkpoint), parts=self._pending)
         if self._pending:
-            _fsync_dir(self.parts_dir)  # the parts' names are durable before the journal names them
-        entry = _Entry(name=name, checkpoint=msgspec.Raw(checkpoint), parts=self._pending)
-        journal.write(msgspec.json.encode(entry) + b"\n")
-        journal.flush()
-        os.fsync(journal.fileno())
+            fsync_dir(self.parts_dir)  # the parts' names are durable before the journal names them
+        self._journal.append(entry)
         self._committed.extend(self._pending)
         self._pending = []
+        unpublished = sum(self._rows[k] for k in self._committed)
+        if self.folder and self._replacing is None and unpublished >= self.part_rows:
+            self._publish()
 
-    # ------------------------------------------------------------------ close: the merge
+    def _drop_pending(self) -> None:
+        for k in self._pending:  # uncommitted: discarded, as after a crash
+            self._part(k).unlink(missing_ok=True)
+            self._rows.pop(k, None)
+        self._pending = []
+
+    # ------------------------------------------------------------------ finish and close
+
+    def _finish(self) -> None:
+        self._drop_pending()
+        if not self.folder:
+            self._merge()
+            return
+        if self._replacing is not None:
+            # The journal says it first: from here a kill is rolled forward by open.
+            self._journal.append(Entry(replaced=self._replacing))
+            drop_below(self.path, _PART, self._replacing)
+            self._replacing = None
+        self._publish()
 
     def _close(self) -> None:
         try:
-            if self._journal_file is not None:
-                self._journal_file.close()
-            for k in self._pending:  # uncommitted: discarded, as after a crash
-                self._part(k).unlink(missing_ok=True)
-            self._pending = []
-            self._merge()
+            self._drop_pending()
+            if self._opened and self.folder and self._replacing is None:
+                self._publish()
         finally:
-            self._reset()
+            self._shut()
+
+    def _shut(self) -> None:
+        """Let go of the journal and the lock, as a killed process would."""
+        self._journal.close()
+        self._lock.release()
+        self._reset()
 
     def _merge(self) -> None:
-        pa = self._pa
+        """One file: merge the output (unless replaced) and the committed parts into
+        ``merging.parquet`` and rename it over the output."""
         parts = self._committed
+        replacing = self._replacing
         exists = self._has_output()
-        if not parts and (exists or self._schema is None):
-            self._remove_parts_dir()
+        if not parts and replacing is None and (exists or self._schema is None):
             return  # nothing new, or nothing at all and no schema to write an empty file with
-        old = pa.parquet.ParquetFile(self.path) if exists else None
+        if not parts and replacing is not None and self._schema is None:
+            # The new output has no rows and no schema to write: no file, as for a first
+            # run that found no records.
+            self.path.unlink(missing_ok=True)
+            fsync_dir(self.path.parent)
+            self._journal.append(Entry(replaced=replacing))
+            self._replacing = None
+            return
+        old = self._pa.parquet.ParquetFile(self.path) if exists and replacing is None else None
+        last = max([self._merged if replacing is None else replacing, *parts])
         try:
             try:
-                last = self._write_merged(parts, old)
+                base = None if old is None else old.schema_arrow.remove_metadata()
+                target = self._target(parts, base)
+                self._write_merged(parts, target, last, old)
             finally:
                 if old is not None:
                     old.close()  # before the rename: Windows renames no open file
@@ -326,23 +428,60 @@ class Parquet:
         except Exception:
             self._merging.unlink(missing_ok=True)  # a kill leaves it instead: open removes it
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
+        if replacing is not None:
+            self._journal.append(Entry(replaced=replacing))
+            self._replacing = None
         self._merged, self._committed = last, []
         for k in parts:
             self._part(k).unlink(missing_ok=True)
-        self._remove_parts_dir()
+            self._rows.pop(k, None)
 
-    def _write_merged(self, parts: list[int], old: Any) -> int:
-        """Write ``old``'s row groups and then the ``parts`` to ``<path>.merging``, fsynced;
-        return the last part number it holds."""
+    def _publish(self) -> None:
+        """A folder: merge the committed parts into new part files (one per ``part_rows``
+        rows), each renamed into the folder when whole and fsynced, in order."""
+        parts = self._committed
+        if not parts:
+            return
+        target = self._target(parts, self._base)
+        chunks: list[list[int]] = [[]]
+        rows = 0
+        for k in parts:
+            if rows >= self.part_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(k)
+            rows += self._rows.get(k, 0)
+        for chunk in chunks:
+            last = chunk[-1]
+            try:
+                self._write_merged(chunk, target, last, None)
+                os.replace(self._merging, self.path / f"part-{last:06d}.parquet")
+            except Exception:
+                self._merging.unlink(missing_ok=True)
+                raise
+            fsync_dir(self.path)
+            self._merged = last
+            self._committed = [k for k in self._committed if k > last]
+            for k in chunk:  # a kill before this: open finds them below the part's number
+                self._part(k).unlink(missing_ok=True)
+                self._rows.pop(k, None)
+        if self._schema is None:
+            self._base = target  # the next parts go on with these columns
+
+    def _target(self, parts: list[int], base: Any) -> Any:
+        """The schema of a merge: the given one, or the parts' (and ``base``'s) unified."""
+        if self._schema is not None:
+            return self._schema
+        read = self._footer_schema
+        return _unify(
+            self._pa, [s for s in [base] if s is not None] + [read(self._part(k)) for k in parts]
+        )
+
+    def _write_merged(self, parts: list[int], target: Any, last: int, old: Any) -> None:
+        """Write ``old``'s row groups, then the ``parts``, to ``merging.parquet``, fsynced,
+        recording ``last`` (the last part number it holds) in its metadata."""
         pa = self._pa
-        target = self._schema
-        if target is None:
-            schemas = [pa.parquet.read_schema(self._part(k)) for k in parts]
-            if old is not None:
-                schemas.insert(0, old.schema_arrow)
-            target = _unify(pa, [s.remove_metadata() for s in schemas])
-        last = max([self._merged, *parts])
         metadata = {**(target.metadata or {}), _PARTS_KEY: str(last).encode()}
         with open(self._merging, "wb") as f:
             writer = pa.parquet.ParquetWriter(
@@ -359,11 +498,6 @@ class Parquet:
                 writer.close()
             f.flush()
             os.fsync(f.fileno())
-        return last
-
-    def _remove_parts_dir(self) -> None:
-        with contextlib.suppress(OSError):  # not empty (someone else's file), or gone
-            self.parts_dir.rmdir()
 
 
 def _write_group(pa: Any, writer: Any, table: Any, schema: Any) -> None:
@@ -384,16 +518,6 @@ def _write_group(pa: Any, writer: Any, table: Any, schema: Any) -> None:
 
 def _unify(pa: Any, schemas: list[Any]) -> Any:
     return pa.unify_schemas(schemas, promote_options="permissive")
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------- Struct → Arrow
