@@ -11,6 +11,7 @@ from the policy objects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -224,7 +225,10 @@ async def test_two_refused_huge_bodies_in_flight_keep_peak_rss_under_64_mib(faul
     # two pages of 100 MiB, chunked (no Content-Length: refused only while streaming in), in
     # flight at once. Before: peak RSS 75 MB with the 32 MiB default cap. Measured in a
     # child process, so that this process (and its server) does not count
-    server = await fault_server(schedule={n: [Fault.oversized(100 * MiB)] for n in (1, 2)})
+    # Each answer waits 0.3 s before streaming, so that the other request is in by then
+    # (a busy machine can otherwise send the second after the first was refused).
+    huge = dataclasses.replace(Fault.oversized(100 * MiB), delay=0.3)
+    server = await fault_server(schedule={n: [huge] for n in (1, 2)})
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
