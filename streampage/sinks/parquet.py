@@ -200,7 +200,8 @@ class Parquet:
             if not self.parts_dir.is_dir():
                 self.parts_dir.mkdir(mode=0o700)
                 fsync_dir(self.state)  # so that the parts in it outlive a power cut
-            self._merging.unlink(missing_ok=True)  # a merge killed before its rename
+            for leftover in self.state.glob("merging*.parquet"):
+                leftover.unlink()  # a merge killed before its rename
             replacing = found.replacing
             if self.folder:
                 if replacing is None and found.replaced:
@@ -377,12 +378,17 @@ class Parquet:
         if not self.folder:
             self._merge()
             return
-        if self._replacing is not None:
-            # The journal says it first: from here a kill is rolled forward by open.
-            self._journal.append(Entry(replaced=self._replacing))
-            drop_below(self.path, _PART, self._replacing)
-            self._replacing = None
-        self._publish()
+        if self._replacing is None:
+            self._publish()
+            return
+        # The new parts are merged (hidden) before the old ones go, so that a reader never
+        # waits out a merge on an empty folder; the journal then says the replace is done
+        # (from here a kill is rolled forward by open), the old parts go and the new come.
+        merged = self._merge_parts()
+        self._journal.append(Entry(replaced=self._replacing))
+        drop_below(self.path, _PART, self._replacing)
+        self._replacing = None
+        self._place(merged)
 
     def _close(self) -> None:
         try:
@@ -440,9 +446,14 @@ class Parquet:
     def _publish(self) -> None:
         """A folder: merge the committed parts into new part files (one per ``part_rows``
         rows), each renamed into the folder when whole and fsynced, in order."""
+        self._place(self._merge_parts())
+
+    def _merge_parts(self) -> list[tuple[list[int], Path]]:
+        """The committed parts merged into hidden files (one per ``part_rows`` rows), each
+        whole and fsynced: (the staged parts it holds, its path)."""
         parts = self._committed
         if not parts:
-            return
+            return []
         target = self._target(parts, self._base)
         chunks: list[list[int]] = [[]]
         rows = 0
@@ -452,22 +463,32 @@ class Parquet:
                 rows = 0
             chunks[-1].append(k)
             rows += self._rows.get(k, 0)
-        for chunk in chunks:
+        merged = []
+        try:
+            for chunk in chunks:
+                into = self.state / f"merging-{chunk[-1]:06d}.parquet"
+                merged.append((chunk, into))
+                self._write_merged(chunk, target, chunk[-1], None, into)
+        except Exception:
+            for _, into in merged:
+                into.unlink(missing_ok=True)  # a kill leaves them instead: open removes them
+            raise
+        if self._schema is None:
+            self._base = target  # the next parts go on with these columns
+        return merged
+
+    def _place(self, merged: list[tuple[list[int], Path]]) -> None:
+        """Rename merged files into the folder, in order, and delete the staged parts each
+        holds (a kill before that: open finds them below the part's number)."""
+        for chunk, into in merged:
             last = chunk[-1]
-            try:
-                self._write_merged(chunk, target, last, None)
-                os.replace(self._merging, self.path / f"part-{last:06d}.parquet")
-            except Exception:
-                self._merging.unlink(missing_ok=True)
-                raise
+            os.replace(into, self.path / f"part-{last:06d}.parquet")
             fsync_dir(self.path)
             self._merged = last
             self._committed = [k for k in self._committed if k > last]
-            for k in chunk:  # a kill before this: open finds them below the part's number
+            for k in chunk:
                 self._part(k).unlink(missing_ok=True)
                 self._rows.pop(k, None)
-        if self._schema is None:
-            self._base = target  # the next parts go on with these columns
 
     def _target(self, parts: list[int], base: Any) -> Any:
         """The schema of a merge: the given one, or the parts' (and ``base``'s) unified."""
@@ -478,12 +499,14 @@ class Parquet:
             self._pa, [s for s in [base] if s is not None] + [read(self._part(k)) for k in parts]
         )
 
-    def _write_merged(self, parts: list[int], target: Any, last: int, old: Any) -> None:
-        """Write ``old``'s row groups, then the ``parts``, to ``merging.parquet``, fsynced,
-        recording ``last`` (the last part number it holds) in its metadata."""
+    def _write_merged(
+        self, parts: list[int], target: Any, last: int, old: Any, into: Path | None = None
+    ) -> None:
+        """Write ``old``'s row groups, then the ``parts``, to ``into`` (``merging.parquet``),
+        fsynced, recording ``last`` (the last part number it holds) in its metadata."""
         pa = self._pa
         metadata = {**(target.metadata or {}), _PARTS_KEY: str(last).encode()}
-        with open(self._merging, "wb") as f:
+        with open(into or self._merging, "wb") as f:
             writer = pa.parquet.ParquetWriter(
                 f, target.with_metadata(metadata), compression=self.compression
             )
