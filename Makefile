@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit pg-server bench bench-auto bench-throttle soak clean
+.PHONY: demo test lint typecheck unit pg-server bench bench-auto bench-throttle bench-sinks soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-auto: $(STAMP)
 ## bench-throttle: defaults against 429 above 8 in flight, against hand-written pools (~1 min)
 bench-throttle: $(STAMP)
 	$(PY) benchmarks/throttle.py
+
+## bench-sinks: appending 1,000 rows to outputs of 10^4 and 10^6 rows, per sink; CLI resume (~5 min)
+bench-sinks: $(STAMP) pg-server
+	$(PY) benchmarks/sinks_append.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache benchmarks/.work
