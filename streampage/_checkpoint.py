@@ -21,51 +21,61 @@ import bisect
 import hashlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 from yarl import URL
 
-from ._redact import SECRET_PARAMS
+from ._redact import looks_secret
 
-__all__ = ["Checkpoint", "RangeSet", "Resume", "source_id"]
+__all__ = [
+    "Checkpoint",
+    "RangeSet",
+    "Resume",
+    "at_rest",
+    "has_credentials",
+    "legacy_source_id",
+    "restored",
+    "source_id",
+]
 
 
-def is_secret_param(name: str) -> bool:
-    """A query parameter whose value is a credential (``api_key``, ``token``, ...). Exact
-    names only: a looser match (anything with "token") would strip ``pageToken``, the very
-    cursor a resumed walk needs."""
-    return name.lower() in SECRET_PARAMS
-
-
-def at_rest(url: URL) -> str:
-    """``url`` as it may be stored: without userinfo and secret query parameters. The rest
-    of the query keeps its exact encoding (a cursor must go back byte for byte)."""
+def at_rest(url: URL, command: URL | None = None) -> str:
+    """``url`` as it may be stored: without userinfo, and without the credentials of the
+    command's own URL (a parameter named like one, whose value is the command's). What the
+    server put in the URL stays, byte for byte: a cursor named ``token``, a signature the
+    next link carries, are the walk itself, and the command could not give them back."""
     url = url.with_user(None).with_fragment(None)
     raw = url.raw_query_string
-    if not raw:
+    if not raw or command is None:
         return str(url)
-    kept = [part for part in raw.split("&") if not _secret_part(part)]
+    given = _credentials(command)
+    kept = [part for part in raw.split("&") if part not in given]
     return str(url.with_query(None)) + ("?" + "&".join(kept) if kept else "")
 
 
-def _secret_part(part: str) -> bool:
-    from urllib.parse import unquote_plus
-
-    return is_secret_param(unquote_plus(part.partition("=")[0]))
+def _credentials(command: URL) -> list[str]:
+    """The raw ``name=value`` parts of the command URL's query that look like credentials."""
+    return [
+        part
+        for part in command.raw_query_string.split("&")
+        if part and looks_secret(unquote_plus(part.partition("=")[0]))
+    ]
 
 
 def restored(stored: str, command: URL) -> URL:
-    """A stored walk URL with the command URL's credentials put back: its userinfo (same
-    origin only) and its secret query parameters."""
+    """A stored walk URL with the command URL's credentials put back: its userinfo, and
+    the credential parameters the stored URL lacks (same origin only)."""
     url = URL(stored, encoded=True)
     if url.origin() != command.origin():
         return url  # a walk that left the origin (cross_origin=True) gets no credentials
     if command.raw_user is not None:
         url = url.with_user(command.user).with_password(command.password)
-    secrets = [p for p in command.raw_query_string.split("&") if p and _secret_part(p)]
-    if secrets:
+    present = {p.partition("=")[0] for p in url.raw_query_string.split("&") if p}
+    missing = [p for p in _credentials(command) if p.partition("=")[0] not in present]
+    if missing:
         text = str(url)
-        url = URL(text + ("&" if url.raw_query_string else "?") + "&".join(secrets), encoded=True)
+        url = URL(text + ("&" if url.raw_query_string else "?") + "&".join(missing), encoded=True)
     return url
 
 
@@ -92,6 +102,15 @@ class RangeSet:
             end = max(end, ends[j - 1])
         starts[i:j] = [start]
         ends[i:j] = [end]
+
+    def discard(self, n: int) -> None:
+        i = bisect.bisect_right(self._starts, n) - 1
+        if i < 0 or n > self._ends[i]:
+            return
+        start, end = self._starts[i], self._ends[i]
+        pieces = [(a, b) for a, b in ((start, n - 1), (n + 1, end)) if a <= b]
+        self._starts[i : i + 1] = [a for a, _ in pieces]
+        self._ends[i : i + 1] = [b for _, b in pieces]
 
     def __contains__(self, n: object) -> bool:
         if not isinstance(n, int):
@@ -139,6 +158,9 @@ class _SourceState(msgspec.Struct, omit_defaults=True):
     walk_url: str | None = None  # walks: the URL of the last committed page, at rest
     walk_number: int | None = None
     records: int | None = None  # records of the committed pages (None: not counted)
+    #: the highest committed page: [number, records written of it, records counted of it
+    #: for completeness (-1: not countable)]
+    tail: list[int] | None = None
 
 
 class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
@@ -163,6 +185,11 @@ class Checkpoint:
         self._pages: dict[str, RangeSet] = {}
         self._next: dict[str, tuple[int, str]] = {}
         self._records: dict[str, int | None] = {}
+        self._tails: dict[str, tuple[int, int, int | None]] = {}
+        #: tails taken out by reopen_tails(): page number -> records already written of it
+        self.reopened: dict[str, tuple[int, int]] = {}
+        #: read from a version 1 document (see adopt_legacy)
+        self.legacy = False
         #: what the source was: compared on resume, so that a checkpoint is never applied
         #: to another source's data
         self.fingerprint = fingerprint
@@ -173,14 +200,24 @@ class Checkpoint:
             self._records[key] = source.records
             if source.walk_url is not None and source.walk_number is not None:
                 self._next[key] = (source.walk_number, source.walk_url)
+            if source.tail is not None:
+                number, written, counted = source.tail
+                self._tails[key] = (number, written, None if counted < 0 else counted)
 
     def commit(
-        self, source: str, number: int, walk_url: URL | None, records: int | None = None
+        self,
+        source: str,
+        number: int,
+        walk: tuple[URL, URL | None] | None,
+        records: int | None = None,
+        written: int = 0,
     ) -> None:
-        """Page ``number`` of ``source`` is durable. ``walk_url`` is the page's own URL when
-        the source is a sequential walk: a resumed walk fetches the last committed page
-        again (without delivering it) to learn the link to the next one. ``records`` is
-        the page's record count as completeness counts it (None: not countable)."""
+        """Page ``number`` of ``source`` is durable, ``written`` of its records with it.
+
+        ``walk`` is (the page's own URL, the command's URL) when the source is a sequential
+        walk: a resumed walk fetches the last committed page again to learn the link to the
+        next one. It is stored without the command's credentials (see at_rest). ``records``
+        is the page's record count as completeness counts it (None: not countable)."""
         pages = self._pages.get(source)
         if pages is None:
             pages = self._pages[source] = RangeSet()
@@ -188,10 +225,31 @@ class Checkpoint:
         pages.add(number)
         held = self._records.get(source)
         self._records[source] = None if held is None or records is None else held + records
-        if walk_url is not None:
+        reopened = self.reopened.get(source)
+        if reopened is not None and reopened[0] == number:
+            written += reopened[1]  # the records an earlier run wrote of this page
+            del self.reopened[source]
+        tail = self._tails.get(source)
+        if tail is None or number >= tail[0]:
+            self._tails[source] = (number, written, records)
+        if walk is not None:
             current = self._next.get(source)
             if current is None or number > current[0]:
-                self._next[source] = (number, at_rest(walk_url))
+                self._next[source] = (number, at_rest(*walk))
+
+    def reopen_tails(self) -> None:
+        """After a finished run, each source's last committed page is fetched and delivered
+        again: records the server added to it since (a short last page that filled up, a
+        walk's last page) are written then, those already written are skipped (``reopened``
+        says how many). Without this, a resume would find only new pages."""
+        for key, (number, written, counted) in self._tails.items():
+            pages = self._pages.get(key)
+            if pages is None or number not in pages:
+                continue
+            pages.discard(number)
+            held = self._records.get(key)
+            self._records[key] = None if held is None or counted is None else held - counted
+            self.reopened[key] = (number, written)
 
     def pages(self, source: str) -> RangeSet:
         return self._pages.get(source) or RangeSet()
@@ -216,6 +274,7 @@ class Checkpoint:
                 walk_url=self._next[key][1] if key in self._next else None,
                 walk_number=self._next[key][0] if key in self._next else None,
                 records=self._records.get(key),
+                tail=_tail(self._tails.get(key)),
             )
             for key, pages in self._pages.items()
         }
@@ -229,27 +288,80 @@ class Checkpoint:
         if isinstance(raw, dict) and raw.get("v") == 2:
             doc = msgspec.convert(raw, _Document)
             return cls(doc.sources, fingerprint=doc.source, finished=doc.finished)
-        return cls(msgspec.convert(raw, dict[str, _SourceState]))  # version 1
+        old = cls(msgspec.convert(raw, dict[str, _SourceState]))  # version 1
+        old.legacy = True
+        return old
+
+    def adopt_legacy(self, old: str, new: str, command: URL) -> None:
+        """Version 1 named a source by its URL with credentials and stored walk URLs as
+        fetched: the source's state moves to its new name, its walk URL loses them."""
+        if old == new or old not in self._pages or new in self._pages:
+            return
+        self._pages[new] = self._pages.pop(old)
+        self._records[new] = self._records.pop(old, None)
+        if old in self._tails:
+            self._tails[new] = self._tails.pop(old)
+        found = self._next.pop(old, None)
+        if found is not None:
+            self._next[new] = (found[0], at_rest(URL(found[1], encoded=True), command))
 
 
 _encode = msgspec.json.Encoder().encode
 
 
+def _tail(tail: tuple[int, int, int | None] | None) -> list[int] | None:
+    if tail is None:
+        return None
+    number, written, counted = tail
+    return [number, written, -1 if counted is None else counted]
+
+
 def source_id(source: Any) -> str:
     """A stable name for a source in a checkpoint: its ``key`` if it has one, else a hash of
     its URL and params without their credentials: a checkpoint holds no secret, not even
-    hashed, and a rotated API key still names the same source."""
+    hashed (a password hashed can be guessed back), and a rotated API key still names the
+    same source. Sources that differ in their credentials alone need keys (Sources.walk
+    says so)."""
     key = getattr(source, "key", None)
     if key is not None:
         return str(key)
-    params = sorted(
-        (str(k), "" if is_secret_param(str(k)) else str(v))
-        for k, v in (getattr(source, "params", None) or {}).items()
-    )
-    url = getattr(source, "url", source)
-    try:
-        shown = at_rest(URL(str(url)))
-    except ValueError:
-        shown = str(url)
-    text = f"{shown}|{params}"
+    url, params = _url_and_params(source)
+    shown = url if url is None else str(_without_credentials(url))
+    safe = sorted((k, "" if looks_secret(k) else v) for k, v in params)
+    return "url:" + hashlib.sha256(f"{shown}|{safe}".encode()).hexdigest()[:24]
+
+
+def legacy_source_id(source: Any) -> str:
+    """The name version 1 gave a source (its URL and params hashed as they were)."""
+    key = getattr(source, "key", None)
+    if key is not None:
+        return str(key)
+    params = sorted((str(k), str(v)) for k, v in (getattr(source, "params", None) or {}).items())
+    text = f"{getattr(source, 'url', source)}|{params}"
     return "url:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def has_credentials(source: Any) -> bool:
+    """Does the source carry credentials that source_id leaves out?"""
+    url, params = _url_and_params(source)
+    if url is not None and (url.raw_user is not None or _credentials(url)):
+        return True
+    return any(looks_secret(k) for k, _ in params)
+
+
+def _url_and_params(source: Any) -> tuple[URL | None, list[tuple[str, str]]]:
+    params = [(str(k), str(v)) for k, v in (getattr(source, "params", None) or {}).items()]
+    text = str(getattr(source, "url", source))
+    try:
+        return URL(text), params
+    except ValueError:
+        return None, params
+
+
+def _without_credentials(url: URL) -> URL:
+    url = url.with_user(None)
+    given = _credentials(url)
+    if not given:
+        return url
+    kept = [p for p in url.raw_query_string.split("&") if p and p not in given]
+    return URL(str(url.with_query(None)) + ("?" + "&".join(kept) if kept else ""), encoded=True)

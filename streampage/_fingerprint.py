@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from yarl import URL
+
 from ._auto import describe
-from ._redact import redact_url
+from ._redact import REDACTED, looks_secret
 
 if TYPE_CHECKING:
     from ._sources import Sources
@@ -27,11 +29,25 @@ def fingerprint(sources: Sources, extract: Any) -> dict[str, str]:
     pages: Any = sources.paginator
     single = sources.single
     if single is None:
-        url = "many sources"  # an iterable is read lazily; its items are checked by key
+        # an iterable is read lazily: its items are told apart by their keys or URLs
+        params = sorted((str(k), str(v)) for k, v in sources.params.items())
+        url = "many sources" + (f" with {_shown(params)}" if params else "")
     else:
-        url = redact_url(sources.url(single).with_user(None))
+        url = _url(sources.url(single))
         pages = single.pages if single.pages is not None else pages
     return {"url": url, "pages": describe(pages), "records": _records(extract)}
+
+
+def _url(url: URL) -> str:
+    """The URL without userinfo, its query sorted (order means nothing to a server that
+    reads parameters by name), credential values left out."""
+    query = sorted(url.query.items())
+    base = str(url.with_user(None).with_query(None).with_fragment(None))
+    return base + ("?" + _shown(query) if query else "")
+
+
+def _shown(params: list[tuple[str, str]]) -> str:
+    return "&".join(f"{k}={REDACTED if looks_secret(k) else v}" for k, v in params)
 
 
 def _records(extract: Any) -> str:
@@ -45,10 +61,18 @@ def _records(extract: Any) -> str:
     return str(getattr(extract, "__qualname__", type(extract).__qualname__))
 
 
+#: values that stand for "decided on the first page": they match whatever was decided
+_DECIDED_LATER = {"pages": "Auto()", "records": "auto"}
+
+
 def differences(stored: dict[str, str], current: dict[str, str]) -> list[str]:
-    """What changed, one phrase per field: ``URL was '...', now '...'``."""
-    return [
-        f"{_SHOWN.get(key, key)} was {stored.get(key)!r}, now {current.get(key)!r}"
-        for key in current
-        if key in stored and stored[key] != current[key]
-    ]
+    """What changed, one phrase per field: ``URL was '...', now '...'``. Auto on either
+    side matches any paginator (a resume that pins what Auto chose is the same source);
+    ``--records auto`` matches any records path."""
+    changed = []
+    for key, now in current.items():
+        was = stored.get(key)
+        if was is None or was == now or _DECIDED_LATER.get(key) in (was, now):
+            continue
+        changed.append(f"{_SHOWN.get(key, key)} was {was!r}, now {now!r}")
+    return changed

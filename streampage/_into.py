@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ._checkpoint import Checkpoint, source_id
+from ._checkpoint import Checkpoint, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, SinkError, StreamPageError
 from ._fingerprint import differences, fingerprint
@@ -171,18 +172,24 @@ async def drain(
             _check_resume(sink, name, mode, earlier, source)
             progress = Checkpoint.from_json(stored)
             progress.fingerprint, progress.finished = source, False
-            stream._sources.checkpoint = earlier
             stats.resumed_pages = len(earlier)
             stats.resumed_finished = earlier.finished
+            for held in (earlier, progress):
+                _adopt_legacy(held, stream)
+                if earlier.finished:
+                    held.reopen_tails()
+            stream._sources.checkpoint = earlier
         records: list[Any] = []
-        pages: list[tuple[str, int, Any, int | None]] = []
+        pages: list[tuple[str, int, Any, int | None, int]] = []
 
-        async def commit(records: list[Any], pages: list[tuple[str, int, Any, int | None]]) -> None:
+        async def commit(
+            records: list[Any], pages: list[tuple[str, int, Any, int | None, int]]
+        ) -> None:
             durable = len(progress)
             if records:
                 await _sinking(sink, "write", sink.write(records), durable)
-            for key, number, url, counted in pages:
-                progress.commit(key, number, url, counted)
+            for key, number, walked, counted, written in pages:
+                progress.commit(key, number, walked, counted, written)
             await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
 
@@ -199,11 +206,17 @@ async def drain(
             records, pages = [], []
 
         async with stream:
+            reopened = progress.reopened
             async for page in stream:
                 found = extract(page)
+                key = source_id(page.source)
+                if reopened:
+                    tail = reopened.get(key)
+                    if tail is not None and tail[0] == page.number:
+                        found = found[tail[1] :]  # written by an earlier run: only what is new
                 stats.records += len(found)
                 records.extend(found)
-                pages.append((source_id(page.source), page.number, stream._walked, stream._counted))
+                pages.append((key, page.number, stream._walked, stream._counted, len(found)))
                 if len(records) >= batch:
                     await flush()
             # Every page was delivered (a failure under on_error="skip" leaves the run
@@ -225,8 +238,28 @@ async def drain(
             # any, gives way to the error already on its way out.
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await committing
-        await sink.close()
+        await _close(sink, len(progress))
     return stats
+
+
+async def _close(sink: Sink, durable: int) -> None:
+    """Close the sink; its failure is a SinkError, unless an error is on its way out
+    already: then it is a note on that one, which says what went wrong first."""
+    leaving = sys.exc_info()[1]
+    try:
+        await _sinking(sink, "close", sink.close(), durable)
+    except SinkError as exc:
+        if leaving is None:
+            raise
+        leaving.add_note(str(exc))
+
+
+def _adopt_legacy(checkpoint: Checkpoint, stream: Stream[Any]) -> None:
+    """A version 1 checkpoint names a single source as version 1 did: rename it."""
+    single = stream._sources.single
+    if checkpoint.legacy and single is not None:
+        command = stream._sources.url(single)
+        checkpoint.adopt_legacy(legacy_source_id(single), source_id(single), command)
 
 
 def _check_resume(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from yarl import URL
 
 #: Query parameter names whose values are never shown (compared case-insensitively).
@@ -25,6 +27,18 @@ SECRET_PARAMS = frozenset(
 )
 
 REDACTED = "REDACTED"
+
+#: Names that look like a credential, for what is stored (checkpoints): looser than
+#: SECRET_PARAMS (private_token, access_key, X-Amz-Signature), since storing a value that
+#: is not a secret costs nothing when it is put back from the command's own URL.
+_LOOKS_SECRET = re.compile(
+    r"key|token|secret|passw|session|signature|auth|credential|^sig$", re.IGNORECASE
+)
+
+
+def looks_secret(name: str) -> bool:
+    """A query parameter whose name says its value may be a credential."""
+    return name.lower() in SECRET_PARAMS or _LOOKS_SECRET.search(name) is not None
 
 
 def redact_url(url: URL | str) -> str:

@@ -4,13 +4,14 @@ paginated on its own and all fetched by one worker pool under one set of limits.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from yarl import URL
 
-from ._checkpoint import Checkpoint, source_id
+from ._checkpoint import Checkpoint, has_credentials, source_id
 from ._errors import ConfigurationError
 from ._evidence import Tally, own_totals
 from ._pagination import Paginator, PaginatorRun
@@ -110,6 +111,9 @@ class Walk:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     #: the paginator run's own hook for a settled page, if it has one (pages=auto)
     on_settle: Callable[[int], None] | None = None
+    #: the source's URL as the command gave it (its query merged): a checkpoint stores a
+    #: walk's URLs without its credentials, and a resume puts them back from it
+    command: URL | None = None
 
     def __post_init__(self) -> None:
         self.on_settle = getattr(self.run, "settled", None)
@@ -168,6 +172,9 @@ class Sources:
         self.authorization = authorization
         #: set by into() on resume: pages already committed are not delivered again
         self.checkpoint: Checkpoint | None = None
+        #: source id -> its URL's digest, for sources with credentials: two sources that
+        #: differ in their credentials alone have one id (ids hold no secret)
+        self._credentialed: dict[str, bytes] = {}
         self.single: Source | None = None
         self._many: Iterable[Any] | AsyncIterable[Any] | None = None
         if isinstance(sources, Source | str | URL) or (
@@ -182,6 +189,11 @@ class Sources:
                 f"{sources!r} is neither a URL nor sources; pass a URL, a list or an async "
                 "iterable of URLs, (url, params) pairs or streampage.Source(...)"
             )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The stream's params, merged into every source's query."""
+        return self._params
 
     @property
     def paginator(self) -> Paginator:
@@ -208,7 +220,10 @@ class Sources:
     def walk(self, source: Source) -> Walk:
         url = self.url(source)
         paginator = source.pages if source.pages is not None else self._pages
-        resume = self.checkpoint.resume(source_id(source), url) if self.checkpoint else None
+        key = source_id(source)
+        if source.key is None and has_credentials(source):
+            self._one_per_id(key, url)
+        resume = self.checkpoint.resume(key, url) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
         tally = Tally(url, own=own_totals(paginator), generic=self._verify)
         if resume is not None:
@@ -219,7 +234,18 @@ class Sources:
             url.origin(),
             tally,
             bool(getattr(paginator, "may_leave_origin", False)),
+            command=url,
         )
+
+    def _one_per_id(self, key: str, url: URL) -> None:
+        digest = hashlib.sha256(str(url).encode()).digest()
+        seen = self._credentialed.setdefault(key, digest)
+        if seen != digest:
+            raise ConfigurationError(
+                f"two sources differ in their credentials alone ({redact_url(url)}): "
+                "a checkpoint could not tell their pages apart. Give each a key: "
+                "streampage.Source(url, key='tenant-a')"
+            )
 
     async def __aiter__(self) -> AsyncIterator[Source]:
         many = self._many

@@ -127,9 +127,10 @@ class Stream(Generic[T]):
         #: records on the page delivered last, as completeness counts them (into() keeps
         #: them in the checkpoint, so that a resumed run is checked as a whole)
         self._counted: int | None = None
-        #: the URL of the page delivered last when its source is a sequential walk (cursor,
-        #: next URL): into() keeps it in the checkpoint, where a resumed walk starts again
-        self._walked: URL | None = None
+        #: (the page's URL, its source's command URL) for the page delivered last when its
+        #: source is a sequential walk: into() keeps it in the checkpoint, where a resumed
+        #: walk starts again
+        self._walked: tuple[URL, URL | None] | None = None
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
@@ -343,7 +344,8 @@ class Stream(Generic[T]):
         count = getattr(walk.run, "count", count_records)(page.data)
         walk.tally.observe(page, count)
         self._counted = count
-        self._walked = page.response.url if getattr(walk.run, "walks", False) else None
+        walks = getattr(walk.run, "walks", False)
+        self._walked = (page.response.url, walk.command) if walks else None
         return page
 
     async def _end(self, engine: Engine) -> None:

@@ -109,30 +109,40 @@ def jsonl_ids(path: Path) -> list[int]:
 # ---------------------------------------------------------------------- at rest
 
 
-def test_a_walk_url_is_stored_without_userinfo_or_secret_parameters() -> None:
+COMMAND = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}")
+
+
+def test_a_walk_url_is_stored_without_the_commands_credentials() -> None:
     url = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}&cursor=a%2Bb%3D&x=1")
-    stored = at_rest(url)
+    stored = at_rest(url, COMMAND)
     assert PASSWORD not in stored and API_KEY not in stored and "user" not in stored
     assert stored == "https://api.example/items?cursor=a%2Bb%3D&x=1"  # the cursor byte for byte
 
 
+def test_what_the_server_put_in_a_walk_url_stays_whatever_its_name() -> None:
+    # a cursor named token, a per-page signature: the walk itself, which no command gives back
+    url = URL(f"https://api.example/items?token=CURSOR-42&sig=abc&api_key={API_KEY}")
+    stored = at_rest(url, COMMAND)
+    assert stored == "https://api.example/items?token=CURSOR-42&sig=abc"
+    back = restored(stored, COMMAND)
+    assert back.query["token"] == "CURSOR-42" and back.query["api_key"] == API_KEY
+
+
 def test_a_stored_walk_url_gets_the_command_urls_credentials_back() -> None:
-    command = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}")
-    back = restored("https://api.example/items?cursor=a%2Bb%3D", command)
+    back = restored("https://api.example/items?cursor=a%2Bb%3D", COMMAND)
     assert back.user == "user" and back.password == PASSWORD
     assert back.query["api_key"] == API_KEY
     assert back.raw_query_string.startswith("cursor=a%2Bb%3D")
 
 
 def test_a_walk_url_on_another_origin_gets_no_credentials() -> None:
-    command = URL(f"https://user:{PASSWORD}@api.example/items?api_key={API_KEY}")
-    back = restored("https://cdn.example/items?cursor=c2", command)
+    back = restored("https://cdn.example/items?cursor=c2", COMMAND)
     assert back.password is None and "api_key" not in back.query
 
 
-def test_a_page_number_source_stores_no_url(tmp_path: Path) -> None:
+def test_a_page_number_source_stores_no_page_url() -> None:
     checkpoint = Checkpoint()
-    checkpoint.commit("k", 1, None, 3)
+    checkpoint.commit("k", 1, None, 3, 3)
     assert b"http" not in checkpoint.to_json()
 
 
@@ -234,13 +244,66 @@ async def test_a_resume_of_a_finished_run_fetches_only_whats_new(page_server, tm
 
     again = await run().into(JSONLines(out), mode="resume")
     assert again.resumed_finished and again.records == 0
-    assert server.requests == [1]  # page 1 for the total, and nothing more
+    # page 1 for the total, the last page again (records added to it), and nothing more
+    assert sorted(server.requests) == [1, 4]
 
     server.pages = 5  # the API grew by a page
     server.requests.clear()
     grown = await run().into(JSONLines(out), mode="resume")
-    assert grown.records == 3 and sorted(server.requests) == [1, 5]
+    assert grown.records == 3 and sorted(server.requests) == [1, 4, 5]
     assert jsonl_ids(out) == list(range(1, 16))
+
+
+class GrowingAPI:
+    """``total`` records, ``per_page`` a page, ``{"items", "total"}``; the total can grow."""
+
+    def __init__(self, total: int, per_page: int = 10) -> None:
+        self.total, self.per_page = total, per_page
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        n = int(request.query.get("page", "1"))
+        first = (n - 1) * self.per_page + 1
+        last = min(self.total, n * self.per_page)
+        return web.json_response(
+            {"items": [item(i) for i in range(first, last + 1)], "total": self.total}
+        )
+
+
+@pytest.fixture
+async def growing_api() -> AsyncIterator[GrowingAPI]:
+    api = GrowingAPI(95)
+    app = web.Application()
+    app.router.add_get("/items", api.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}/items"
+    yield api
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("grown", [100, 125])
+async def test_records_added_to_a_short_last_page_are_found_on_resume(
+    growing_api: GrowingAPI, tmp_path: Path, grown: int
+) -> None:
+    # 95 records, 10 a page: page 10 holds 5. Grown to 100, page 10 fills up and no page
+    # is new; grown to 125, pages 11 to 13 come too. Either way every record, once.
+    out = tmp_path / "o.jsonl"
+
+    def run() -> streampage.Records:
+        pages = PageNumber(size=10, size_param=None, total_items="total")
+        return streampage.stream(growing_api.url, pages=pages).records("items")
+
+    await run().into(JSONLines(out))
+    growing_api.total = grown
+    stats = await run().into(JSONLines(out), mode="resume")
+
+    assert stats.records == grown - 95
+    assert jsonl_ids(out) == list(range(1, grown + 1))
+    again = await run().into(JSONLines(out), mode="resume")
+    assert again.records == 0 and jsonl_ids(out) == list(range(1, grown + 1))
 
 
 async def test_an_interrupted_run_is_not_finished(page_server, tmp_path) -> None:
@@ -289,3 +352,68 @@ def test_a_version_1_checkpoint_still_reads() -> None:
     old = msgspec.json.encode({"url:abc": {"pages": [[1, 3]], "records": 9}})
     checkpoint = Checkpoint.from_json(old)
     assert len(checkpoint) == 3 and checkpoint.fingerprint is None and not checkpoint.finished
+
+
+async def test_sources_that_differ_in_their_credentials_alone_need_keys(page_server, tmp_path):
+    server = await page_server(pages=2)
+    tenants = [f"{server.url}?api_key=tenant-a-key", f"{server.url}?api_key=tenant-b-key"]
+    with pytest.raises(streampage.ConfigurationError, match="credentials alone"):
+        await (
+            streampage.stream(tenants, pages=PageNumber())
+            .records("items")
+            .into(JSONLines(tmp_path / "o.jsonl"))
+        )
+    keyed = [streampage.Source(u, key=f"t{i}") for i, u in enumerate(tenants)]
+    stats = await (
+        streampage.stream(keyed, pages=PageNumber())
+        .records("items")
+        .into(JSONLines(tmp_path / "k.jsonl"))
+    )
+    assert stats.records == 12
+
+
+async def test_parameter_order_and_a_pinned_auto_choice_are_the_same_source(page_server, tmp_path):
+    server = await page_server(pages=3)
+    out = tmp_path / "o.jsonl"
+    await (
+        streampage.stream(server.url, params={"a": "1", "b": "2"})  # pages=auto
+        .records("items")
+        .into(JSONLines(out))
+    )
+    stats = await (
+        streampage.stream(server.url, params={"b": "2", "a": "1"}, pages=PageNumber())
+        .records("items")
+        .into(JSONLines(out), mode="resume")
+    )
+    assert stats.resumed_finished and stats.records == 0
+
+
+async def test_a_version_1_checkpoint_resumes_without_duplicates_or_its_secrets(
+    page_server, tmp_path
+) -> None:
+    # written by version 1: a source named by its URL with the key, pages 1-2 committed
+    server = await page_server(pages=4)
+    url = f"{server.url}?api_key={API_KEY}"
+    db = tmp_path / "x.db"
+    legacy = streampage._checkpoint.legacy_source_id(streampage.Source(url))
+    v1 = {legacy: {"pages": [[1, 2]], "records": 6, "walk_url": f"{url}&page=2", "walk_number": 2}}
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, data TEXT)")
+        conn.execute("CREATE TABLE streampage_checkpoints (name TEXT PRIMARY KEY, checkpoint TEXT)")
+        conn.executemany(
+            "INSERT INTO items (data) VALUES (?)", [(json.dumps(item(i)),) for i in range(1, 7)]
+        )
+        conn.execute(
+            "INSERT INTO streampage_checkpoints VALUES ('items/default', ?)", (json.dumps(v1),)
+        )
+
+    stats = await (
+        streampage.stream(url, pages=PageNumber()).records("items").into(SQLite(db), mode="resume")
+    )
+
+    assert stats.resumed_pages == 2 and stats.records == 6
+    with sqlite3.connect(db) as conn:
+        ids = sorted(json.loads(r[0])["id"] for r in conn.execute("SELECT data FROM items"))
+        (state,) = conn.execute("SELECT checkpoint FROM streampage_checkpoints").fetchone()
+    assert ids == list(range(1, 13))
+    assert API_KEY not in state
