@@ -34,7 +34,13 @@ import msgspec
 
 from . import __version__, _runner
 from ._decode import get_path
-from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
+from ._errors import (
+    CheckpointInUseError,
+    ConfigurationError,
+    IncompleteError,
+    PageError,
+    StreamPageError,
+)
 from ._http import is_secret_header
 from ._into import as_records, path_records
 from ._pagination import Header, Offset, PageNumber, Paginator
@@ -994,6 +1000,8 @@ class _Target:
     sink: Any
     shown: str
     checkpointed: bool = True
+    #: one Parquet file: written when a run completes, committed batches wait hidden
+    merged_at_end: bool = False
 
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
@@ -1054,7 +1062,7 @@ def _target(text: str, create_dirs: bool = False, form: str | None = None) -> _T
             sink = sinks.Parquet(text)
         except ImportError as exc:
             raise UsageError(f"Parquet output is not available here: {exc}") from None
-        return _Target(sink, f"{text} (Parquet)")
+        return _Target(sink, f"{text} (Parquet)", merged_at_end=True)
     raise UsageError(_unknown_target(text, text))
 
 
@@ -1234,7 +1242,8 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
         code = 1
     else:
         code = 0
-    if not args.quiet and code != 2:
+    busy = isinstance(error, CheckpointInUseError)  # nothing was started: no summary
+    if not args.quiet and code != 2 and not busy:
         _print_fetch_summary(s, plan, scrub, code)
     if failures:
         _print_failures(s, scrub)
@@ -1243,9 +1252,15 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
     if outcome.interrupted:
         print(f"{PROG}: interrupted", file=sys.stderr)
     if code in (1, 130) and plan.target.sink is not None and s.stats.committed_pages:
+        again = "with --resume in place of --replace" if args.replace else "with --resume"
+        kept = (
+            " (kept in its hidden state folder until a complete run writes the file)"
+            if plan.target.merged_at_end
+            else ""
+        )
         print(
             f"{PROG}: {s.stats.committed_pages:,} pages are committed to "
-            f"{plan.target.shown}; run the same command with --resume to fetch the rest",
+            f"{plan.target.shown}{kept}; run the command again {again} to fetch the rest",
             file=sys.stderr,
         )
     if plan.stats_json is not None:

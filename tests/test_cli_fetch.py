@@ -596,7 +596,7 @@ async def test_an_interrupted_run_exits_130_and_says_how_to_go_on(tmp_path: Path
         assert proc.returncode == 130, err
         assert b"streampage: interrupted" in err and b"Traceback" not in err
         assert b"result               interrupted" in err
-        assert b"run the same command with --resume" in err
+        assert b"run the command again with --resume" in err
         resumed = await fetch(*args, "--resume", "-c", "16")
     assert resumed.code == 0, resumed
     assert sorted(jsonl_ids(path)) == list(range(1, 2001))
