@@ -480,8 +480,9 @@ async def test_a_database_of_an_earlier_version_opens(dsn: str) -> None:
     await sink.close()
     assert len(await fetch(dsn, "SELECT 1 FROM items")) == 1
     claim = str(caught.value).split("claim it for the table with ")[1].split(";")[0]
-    assert claim == (
-        """UPDATE "streampage_checkpoints" SET name = 'items/default' WHERE name = 'default'"""
+    assert claim == (  # qualified: it holds whatever search_path the statement runs with
+        """UPDATE "public"."streampage_checkpoints" SET name = 'items/default' """
+        "WHERE name = 'default'"
     )
     await fetch(dsn, claim)
     assert same_checkpoint(await sink.open("default"), checkpoint(1))
@@ -699,3 +700,260 @@ async def test_a_crash_after_replace_and_write_leaves_the_old_rows(dsn: str) -> 
         pytest.fail("the dead session still holds the lock after 5 s")
     assert same_checkpoint(stored, checkpoint(1))  # a resume goes on from it
     await again.close()
+
+
+# ---------------------------------------------------------------------- one replace per table
+
+
+async def ids_of(dsn: str, table: str) -> list[int]:
+    found = await fetch(dsn, f"SELECT (data->>'id')::int AS id FROM {table} ORDER BY id")
+    return [r["id"] for r in found]
+
+
+async def test_replace_fails_while_another_checkpoint_of_the_table_is_written(
+    page_server: Any, dsn: str
+) -> None:
+    """A replace empties the table under every checkpoint of it: while a run on another
+    checkpoint writes the table, a replace fails at once, naming that run (and its
+    checkpoint, once committed), and deletes nothing; that run's rows and checkpoint stay
+    whole as it goes on."""
+    writing = Postgres(dsn)
+    assert await writing.open("x") is None
+    starting = Postgres(dsn)  # a run that has committed nothing yet
+    assert await starting.open("y") is None
+
+    server = await page_server(pages=4, per_page=3)
+    runs: list[Any] = []
+
+    async def replace() -> CheckpointInUseError:
+        sink = Postgres(dsn)
+        runs.append(sink)
+        with pytest.raises(CheckpointInUseError) as caught:
+            await (
+                streampage.stream(server.url, pages=streampage.PageNumber())
+                .records("items")
+                .into(sink, mode="replace")
+            )
+        assert sink._conn is None  # closed, its locks given back
+        return caught.value
+
+    error = await replace()
+    message = str(error)
+    assert f"another run holds table items at {dsn} to write into it (since " in message
+    assert f"pid {os.getpid()} on host {socket.gethostname()}; since " in message
+    assert server.requests == []  # failed before the first page, at replace
+
+    await writing.write([item(1), item(2)])
+    await writing.commit("x", checkpoint(1))
+    await starting.close()
+    error = await replace()  # x is committed: its checkpoint is named now
+    assert error.holder is not None and error.holder.startswith("checkpoint 'x', since ")
+
+    await writing.write([item(3)])  # the other run goes on: nothing of it was deleted
+    await writing.commit("x", checkpoint(1, 2))
+    await writing.close()
+    assert await ids_of(dsn, "items") == [1, 2, 3]
+    stored = await fetch(dsn, "SELECT name, checkpoint::text AS cp FROM streampage_checkpoints")
+    assert [r["name"] for r in stored] == ["items/x"]
+    assert same_checkpoint(stored[0]["cp"].encode(), checkpoint(1, 2))
+
+    stats = await (  # alone on the table now: the replace goes through
+        streampage.stream(server.url, pages=streampage.PageNumber())
+        .records("items")
+        .into(Postgres(dsn), mode="replace")
+    )
+    assert stats.committed_pages == 4
+    assert await ids_of(dsn, "items") == list(range(1, 13))
+    names = await fetch(dsn, "SELECT name FROM streampage_checkpoints")
+    assert [r["name"] for r in names] == ["items/default"]
+
+
+async def test_a_failed_replace_still_holds_its_share_of_the_table(dsn: str) -> None:
+    a, b = Postgres(dsn), Postgres(dsn)
+    await a.open("a")
+    await b.open("b")
+    with pytest.raises(CheckpointInUseError, match="to write into it"):
+        await b.replace("b")
+    with pytest.raises(CheckpointInUseError, match="to write into it"):
+        await a.replace("a")  # b's failed replace did not leave the table to a
+    await b.close()
+    await a.replace("a")  # b is gone: a has the table to itself
+    await a.replace("a")  # again: still its own
+    await a.close()
+    again = Postgres(dsn)  # every lock of a's session was given back
+    await again.open("a")
+    await again.replace("a")
+    await again.close()
+
+
+async def test_no_run_starts_while_a_replace_holds_the_table(dsn: str) -> None:
+    replacing = Postgres(dsn)
+    await replacing.open("x")
+    await replacing.replace("x")
+    for sink, name in [(Postgres(dsn), "y"), (Postgres(dsn, "public.items"), "x")]:
+        with pytest.raises(CheckpointInUseError) as caught:
+            await sink.open(name)
+        message = str(caught.value)
+        assert "to replace it (since " in message
+        assert f"pid {os.getpid()} on host {socket.gethostname()})" in message
+    other = Postgres(dsn, "other")  # another table of the database is free
+    await other.open("y")
+    await other.close()
+
+    await replacing.write([item(2)])
+    await replacing.commit("x", checkpoint(2))
+    await replacing.close()
+    assert await ids_of(dsn, "items") == [2]
+    after = Postgres(dsn)  # the replace is over: the table is free again, at once
+    assert await after.open("y") is None
+    await after.close()
+
+
+async def test_two_checkpoints_of_one_table_are_written_at_once(page_server: Any, dsn: str) -> None:
+    a, b = Postgres(dsn), Postgres(dsn)
+    assert await a.open("a") is None
+    assert await b.open("b") is None  # both hold the table, shared
+    await a.write([item(1)])
+    await b.write([item(2)])  # two transactions open at once
+    await b.commit("b", checkpoint(2))
+    await a.commit("a", checkpoint(1))
+    await a.close()
+    await b.close()
+
+    server = await page_server(pages=20, per_page=10)
+    runs = [
+        streampage.stream(server.url, pages=streampage.PageNumber(stop=20))
+        .records("items")
+        .into(Postgres(dsn, "shared"), batch=10, checkpoint=name)
+        for name in ("c", "d")
+    ]
+    async with asyncio.timeout(HANG):
+        await asyncio.gather(*runs)
+    assert await ids_of(dsn, "shared") == sorted([*range(1, 201)] * 2)
+    names = await fetch(dsn, "SELECT name FROM streampage_checkpoints ORDER BY 1")
+    assert [r["name"] for r in names] == ["items/a", "items/b", "shared/c", "shared/d"]
+
+
+# ---------------------------------------------------------------------- the table's schema
+
+
+async def test_checkpoints_are_kept_in_the_schema_of_the_table(page_server: Any, dsn: str) -> None:
+    """With ``search_path=etl,data`` (both holding checkpoints), a table of ``data``
+    named without its schema has its checkpoints in ``data``, not in the first
+    ``streampage_checkpoints`` of the path: a run on ``t2`` resumes as ``data.t2``, and
+    the other way round, every record once."""
+    await fetch(dsn, "CREATE SCHEMA etl")
+    await fetch(dsn, "CREATE SCHEMA data")
+    await fetch(dsn, f"ALTER DATABASE {URL(dsn).path.lstrip('/')} SET search_path = etl, data")
+    await fetch(dsn, "CREATE TABLE data.t2 (id bigserial PRIMARY KEY, data jsonb)")
+    await fetch(dsn, "CREATE TABLE data.t3 (id bigserial PRIMARY KEY, data jsonb)")
+    await committed_run(dsn, "data.t3")  # streampage_checkpoints in data ...
+    await committed_run(dsn, "etl.in_etl")  # ... and in etl, first in the path
+    found = await fetch(
+        dsn,
+        "SELECT relnamespace::regnamespace::text AS s FROM pg_class "
+        "WHERE oid = to_regclass('streampage_checkpoints')",
+    )
+    assert found[0]["s"] == "etl"  # the first of the path: where earlier versions looked
+
+    server = await page_server(pages=20, per_page=5, fail={13: 400})
+    pages = streampage.PageNumber(stop=20)
+    await fetch(dsn, "TRUNCATE data.t3")  # its checkpoint "x" stays, as another's
+    for first, then in [("t2", "data.t2"), ("data.t3", "t3")]:
+        server.fail[13] = 400
+        with pytest.raises(streampage.HTTPStatusError):
+            await (
+                streampage.stream(server.url, pages=pages)
+                .records("items")
+                .into(Postgres(dsn, first), batch=10, checkpoint="t")
+            )
+        done = len(await ids_of(dsn, f"data.{first.split('.')[-1]}"))
+        assert 0 < done < 100
+        server.fail.clear()
+        stats = await (
+            streampage.stream(server.url, pages=pages)
+            .records("items")
+            .into(Postgres(dsn, then), batch=10, checkpoint="t", resume=True)
+        )
+        assert stats.resumed_pages == done // 5, f"{first} then {then}"
+        assert await ids_of(dsn, then) == list(range(1, 101)), f"{first} then {then}"
+    stored = await fetch(dsn, "SELECT name FROM data.streampage_checkpoints ORDER BY 1")
+    assert [r["name"] for r in stored] == ["t2/t", "t3/t", "t3/x"]
+    stored = await fetch(dsn, "SELECT name FROM etl.streampage_checkpoints ORDER BY 1")
+    assert [r["name"] for r in stored] == ["in_etl/x"]
+
+
+async def committed_run(dsn: str, table: str) -> None:
+    sink = Postgres(dsn, table)
+    await sink.open("x")
+    await sink.write([item(1)])
+    await sink.commit("x", checkpoint(1))
+    await sink.close()
+
+
+async def test_a_new_table_goes_to_the_first_schema_of_the_path_that_exists(dsn: str) -> None:
+    """Where CREATE TABLE puts it: ``nowhere`` does not exist, so ``data``; and its
+    checkpoints and locks with it."""
+    await fetch(dsn, "CREATE SCHEMA data")
+    await fetch(
+        dsn, f"ALTER DATABASE {URL(dsn).path.lstrip('/')} SET search_path = nowhere, data, public"
+    )
+    first = Postgres(dsn, "fresh")
+    await first.open("x")
+    with pytest.raises(CheckpointInUseError):
+        await Postgres(dsn, "data.fresh").open("x")  # one table, one lock
+    await first.write([item(1)])
+    await first.commit("x", checkpoint(1))
+    await first.close()
+    assert await ids_of(dsn, "data.fresh") == [1]
+    assert len(await fetch(dsn, "SELECT 1 FROM data.streampage_checkpoints")) == 1
+    assert (await fetch(dsn, "SELECT to_regclass('public.fresh') AS t"))[0]["t"] is None
+    again = Postgres(dsn, "data.fresh")
+    assert same_checkpoint(await again.open("x"), checkpoint(1))
+    await again.close()
+
+
+async def test_no_schema_of_the_path_to_create_in_is_a_configuration_error(dsn: str) -> None:
+    await fetch(dsn, f"ALTER DATABASE {URL(dsn).path.lstrip('/')} SET search_path = nowhere")
+    with pytest.raises(ConfigurationError, match=r"no schema of search_path \(nowhere\)"):
+        await Postgres(dsn, "fresh").open("x")
+
+
+async def test_a_checkpoint_an_earlier_version_kept_in_another_schema_is_found(dsn: str) -> None:
+    """Earlier versions found ``streampage_checkpoints`` through ``search_path``, so the
+    checkpoint of ``data.t2`` named ``t2`` may sit in ``etl``. Beside rows in the table,
+    the first write stops with the statements that move it, rather than write twice."""
+    await fetch(dsn, "CREATE SCHEMA etl")
+    await fetch(dsn, "CREATE SCHEMA data")
+    await fetch(dsn, f"ALTER DATABASE {URL(dsn).path.lstrip('/')} SET search_path = etl, data")
+    await fetch(dsn, "CREATE TABLE data.t2 (id bigserial PRIMARY KEY, data jsonb)")
+    await fetch(dsn, """INSERT INTO data.t2 (data) VALUES ('{"id": 1}')""")
+    await fetch(
+        dsn,
+        "CREATE TABLE etl.streampage_checkpoints (name text PRIMARY KEY, "
+        "checkpoint jsonb NOT NULL, updated_at timestamptz DEFAULT now())",
+    )
+    await fetch(
+        dsn,
+        "INSERT INTO etl.streampage_checkpoints VALUES ('t2/t', $1::text::jsonb)",
+        checkpoint(1).decode(),
+    )
+    qualified = Postgres(dsn, "data.t2")  # named with its schema: an earlier version too
+    assert await qualified.open("t") is None
+    await qualified.write([item(2)])  # so nothing is in the way
+    await qualified.close()
+
+    sink = Postgres(dsn, "t2")
+    assert await sink.open("t") is None
+    with pytest.raises(ConfigurationError, match="earlier streampage version") as caught:
+        await sink.write([item(2)])
+    await sink.close()
+    move = str(caught.value).split("move it with ")[1].split("; if it is not")[0]
+    assert move == (
+        'INSERT INTO "data"."streampage_checkpoints" SELECT * FROM "etl"."streampage_checkpoints"'
+        " WHERE name = 't2/t'; DELETE FROM \"etl\".\"streampage_checkpoints\" WHERE name = 't2/t'"
+    )
+    for statement in move.split("; "):
+        await fetch(dsn, statement)
+    assert same_checkpoint(await sink.open("t"), checkpoint(1))
+    await sink.close()

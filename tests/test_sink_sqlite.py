@@ -376,6 +376,173 @@ async def test_a_crash_after_replace_and_write_leaves_the_old_rows(tmp_path: Pat
     await sink.close()
 
 
+# ---------------------------------------------------------------------- one replace per table
+
+
+async def test_replace_fails_while_another_checkpoint_of_the_table_is_written(
+    page_server: Any, tmp_path: Path
+) -> None:
+    """A replace empties the table under every checkpoint of it: while a run on another
+    checkpoint writes the table, a replace fails at once, naming that run, and deletes
+    nothing; that run's rows and checkpoint stay whole as it goes on."""
+    db = tmp_path / "out.db"
+    writing = SQLite(db)
+    assert await writing.open("x") is None
+    await writing.write([item(1), item(2)])
+    await writing.commit("x", b'{"x":1}')
+
+    server = await page_server(pages=4, per_page=3)
+    with pytest.raises(CheckpointInUseError) as caught:
+        await (
+            streampage.stream(server.url, pages=PageNumber())
+            .records("items")
+            .into(SQLite(db), mode="replace")
+        )
+    message = str(caught.value)
+    assert f"another run holds table items in {db} to write into it (checkpoint 'x', " in message
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
+    assert server.requests == []  # failed before the first page, at replace
+
+    await writing.write([item(3)])  # the other run goes on: nothing of it was deleted
+    await writing.commit("x", b'{"x":2}')
+    await writing.close()
+    assert rows(db) == [item(1), item(2), item(3)]
+    assert checkpoints(db) == {"items/x": '{"x":2}'}
+
+    stats = await (  # alone on the table now: the replace goes through
+        streampage.stream(server.url, pages=PageNumber())
+        .records("items")
+        .into(SQLite(db), mode="replace")
+    )
+    assert stats.committed_pages == 4
+    assert rows(db) == [item(i) for i in range(1, 13)]
+    assert list(checkpoints(db)) == ["items/default"]
+
+
+async def test_a_replace_names_a_writer_of_another_process_until_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "out.db"
+    async with holder(db) as proc:  # holds checkpoint "x" of items, in another process
+        sink = SQLite(db)
+        await sink.open("default")
+        with pytest.raises(CheckpointInUseError, match="to write into it") as caught:
+            await sink.replace("default")
+        assert caught.value.holder is not None
+        assert caught.value.holder.startswith("checkpoint 'x', since ")
+        assert f"pid {proc.pid} on host " in caught.value.holder
+        await sink.close()
+        await sigkill(proc)
+        replacing = SQLite(db)  # the kernel freed its table lock: at once, no timeout
+        await replacing.open("default")
+        await replacing.replace("default")
+        await replacing.close()
+
+
+async def test_a_failed_replace_still_holds_its_share_of_the_table(tmp_path: Path) -> None:
+    db = tmp_path / "out.db"
+    a, b = SQLite(db), SQLite(db)
+    await a.open("a")
+    await b.open("b")
+    with pytest.raises(CheckpointInUseError, match="checkpoint 'a'"):
+        await b.replace("b")
+    with pytest.raises(CheckpointInUseError, match="checkpoint 'b'"):
+        await a.replace("a")  # b's failed replace did not leave the table to a
+    await b.close()
+    await a.replace("a")  # b is gone: a has the table to itself
+    await a.close()
+
+
+async def test_no_run_starts_while_a_replace_holds_the_table(tmp_path: Path) -> None:
+    db = tmp_path / "out.db"
+    await committed(db, "items", [item(1)], b'{"old":1}')
+    replacing = SQLite(db)
+    await replacing.open("x")
+    await replacing.replace("x")
+    for name in ("y", "x"):
+        with pytest.raises(CheckpointInUseError) as caught:
+            await SQLite(db).open(name)
+        message = str(caught.value)
+        assert f"another run holds table items in {db} to replace it (since " in message
+        assert f"pid {os.getpid()} on host {socket.gethostname()})" in message
+    other = SQLite(db, "other")  # another table of the database is free
+    await other.open("y")
+    await other.close()
+
+    await replacing.write([item(2)])
+    await replacing.commit("x", b'{"new":1}')
+    await replacing.close()
+    assert rows(db) == [item(2)]
+    after = SQLite(db)  # the replace is over: the table is free again
+    assert await after.open("y") is None
+    await after.close()
+    assert FileLock.holder_of(SQLite(db).table_lock_path()) is None  # its note went with it
+
+
+async def test_two_checkpoints_of_one_table_are_written_at_once(
+    page_server: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "out.db"
+    a, b = SQLite(db), SQLite(db)
+    assert await a.open("a") is None
+    assert await b.open("b") is None  # both hold the table, shared
+    await a.write([item(1)])
+    committing = asyncio.ensure_future(b.commit("b", b'{"b":1}'))  # waits for a's commit
+    await a.commit("a", b'{"a":1}')
+    await committing
+    await a.close()
+    await b.close()
+    assert checkpoints(db) == {"items/a": '{"a":1}', "items/b": '{"b":1}'}
+
+    server = await page_server(pages=20, per_page=10)
+    runs = [
+        streampage.stream(server.url, pages=PageNumber(stop=20))
+        .records("items")
+        .into(SQLite(db, "both"), batch=10, checkpoint=name)
+        for name in ("c", "d")
+    ]
+    async with asyncio.timeout(HANG):
+        await asyncio.gather(*runs)
+    assert sorted(r["id"] for r in rows(db, "both")) == sorted([*range(1, 201)] * 2)
+    assert sorted(checkpoints(db)) == ["both/c", "both/d", "items/a", "items/b"]
+
+
+def test_shared_file_locks(tmp_path: Path) -> None:
+    path = tmp_path / "t.lock"
+    one, two = FileLock(path, "t", shared=True), FileLock(path, "t", shared=True)
+    one.acquire()
+    two.acquire()  # shared: both hold it
+    assert not one.exclusive() and one.held and not one.is_exclusive
+    assert FileLock.holder_of(path) is None  # shared holders write no note
+    two.release()
+    assert one.exclusive() and one.is_exclusive
+    assert FileLock.holder_of(path) == FileLock.holder_of(path, alive=False)
+    assert f"pid {os.getpid()}" in str(FileLock.holder_of(path))
+    with pytest.raises(CheckpointInUseError, match=f"another run holds t .*pid {os.getpid()}"):
+        two.acquire()
+    with pytest.raises(CheckpointInUseError):
+        FileLock(path, "t").acquire()
+    one.release()
+    assert path.read_bytes() == b""  # released: no holder to name
+    two.acquire()
+    two.release()
+
+
+def test_the_note_of_a_killed_holder_names_no_one(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "x.lock"
+    code = "import sys; from pathlib import Path; from streampage.sinks import FileLock; "
+    code += "FileLock(Path(sys.argv[1]), 'x').acquire()"  # exits holding it: its note stays
+    subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert FileLock.holder_of(path, alive=False) is not None
+    assert FileLock.holder_of(path) is None  # its process is gone, and its lock with it
+
+
 def test_reserved_table_names() -> None:
     for table in ["streampage_checkpoints", "sqlite_master", "SQLITE_x"]:
         with pytest.raises(ConfigurationError, match="reserved"):

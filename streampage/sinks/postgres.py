@@ -12,7 +12,13 @@ NOT NULL unless the field may be None), and records (dicts, or Structs) are conv
 that Struct first: validated, defaults filled, unknown keys dropped.
 
 Checkpoints are rows of ``streampage_checkpoints`` in the table's schema, keyed
-``"<table>/<name>"``: the same checkpoint name on two tables is two checkpoints.
+``"<table>/<name>"``: the same checkpoint name on two tables is two checkpoints. An
+unqualified table name is resolved once, at ``open``, to a schema: the one the server finds
+the table in through ``search_path``, or (a table to create) the one ``CREATE TABLE`` would
+put it in, the first schema of ``search_path`` that exists. From then on every statement
+names that schema: the table, its ``streampage_checkpoints``, the COPY and the lock keys.
+``items`` and ``public.items`` are one table, one set of checkpoints and one set of locks,
+whatever ``search_path`` finds first.
 
 One writer per checkpoint: ``open`` takes a session-level advisory lock
 (``pg_try_advisory_lock``) keyed by a 64-bit hash of ``schema.table/name``, on the sink's
@@ -25,6 +31,19 @@ the sink connects with ``application_name`` ``streampage pid P on H`` (never the
 and the holder's ``backend_start`` is the since. Needs a session of its own: through a
 pooler in transaction mode (PgBouncer ``pool_mode=transaction``) a session lock means
 nothing, so connect to the server, or to a session-mode pool.
+
+One replace per table, and no other run beside it. A replace empties the table and drops
+every checkpoint of it, those of other checkpoint names included: a run on another
+checkpoint that went on writing would commit pages whose rows are gone. So before its
+checkpoint's lock, ``open`` takes a *shared* advisory lock on the table
+(``pg_try_advisory_lock_shared``, keyed by ``schema.table``), held until ``close`` too: two
+runs on two checkpoints of one table still write at once. ``replace`` takes that key
+exclusively (``pg_try_advisory_lock``: a session's own shared lock is no obstacle), without
+waiting: when another run holds the table, it fails at once with ``CheckpointInUseError``,
+before anything is deleted, naming the other sessions (and their checkpoints, those
+committed once: the checkpoint lock keys they hold are matched against the names stored
+for the table). A replacing run keeps the table to itself until ``close``: a run that
+starts meanwhile fails at once in ``open``, naming it.
 
 ``replace(name)`` starts the table over in the first commit's transaction (DELETE, not
 TRUNCATE: TRUNCATE is not MVCC-safe, so a reader whose snapshot predates it would find the
@@ -82,6 +101,11 @@ def lock_key(text: str) -> int:
     BLAKE2b): the same in every process, unlike ``hash()``."""
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _signed(key: int) -> int:
+    """A 64-bit advisory lock key read back from pg_locks (unsigned halves), as signed."""
+    return key - (1 << 64) if key >= 1 << 63 else key
 
 
 def _literal(text: str) -> str:
@@ -154,7 +178,9 @@ class Postgres:
             self._layout, self._to_row = self._typed(columns)
         self._conn: Any = None
         self._tx: Any = None
-        self._lock: int | None = None  # the advisory lock key held by the connection
+        self._lock: int | None = None  # the checkpoint's advisory lock key, held exclusively
+        self._table_key: int | None = None  # the table's, held shared (exclusive: replace)
+        self._schema: str | None = None  # the table's schema, resolved by open
         self._replacing = False
         self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
 
@@ -210,8 +236,10 @@ class Postgres:
         return f"table {name} at {redact_url(self.dsn)}"
 
     def _qualified(self, name: str) -> str:
-        """``name`` in the table's schema, quoted: names are case-sensitive, as COPY has them."""
-        return _quote(name) if self.schema is None else f"{_quote(self.schema)}.{_quote(name)}"
+        """``name`` in the table's schema (resolved by ``open``), quoted: names are
+        case-sensitive, as COPY has them."""
+        schema = self._schema or self.schema
+        return _quote(name) if schema is None else f"{_quote(schema)}.{_quote(name)}"
 
     def __repr__(self) -> str:
         table = self.table if self.schema is None else f"{self.schema}.{self.table}"
@@ -247,20 +275,23 @@ class Postgres:
                 decoder=lambda data: decode(data[1:]),
                 format="binary",
             )
-            # first the lock: a second run stops here, before it reads or writes
-            key = await self._take_lock(conn, name)
+            self._schema = await self._resolve_schema(conn)
+            # first the locks: a second run stops here, before it reads or writes
+            table_key, key = await self._take_locks(conn, name)
             await self._ensure_tables(conn)
             stored = await conn.fetchval(
                 f"SELECT checkpoint::text FROM {self._qualified(_CHECKPOINTS)} WHERE name = $1",
                 self._key(name),
             )
-            unclaimed = None if stored is not None else await self._unscoped(conn, name)
+            unclaimed = None
+            if stored is None:
+                unclaimed = await self._unscoped(conn, name) or await self._elsewhere(conn, name)
         except BaseException as exc:
             conn.terminate()  # the session ends, and its lock with it
             if isinstance(exc, Exception) and not isinstance(exc, StreamPageError):
                 exc.add_note(f"while opening the Postgres sink ({self._where})")
             raise
-        self._conn, self._lock, self._replacing = conn, key, False
+        self._conn, self._lock, self._table_key, self._replacing = conn, key, table_key, False
         self._unclaimed = unclaimed
         return None if stored is None else str(stored).encode()
 
@@ -269,39 +300,100 @@ class Postgres:
         (which is in the table's schema)."""
         return f"{self.table}/{name}"
 
-    async def _take_lock(self, conn: Any, name: str) -> int:
-        """Take the session's advisory lock on checkpoint ``name`` of this table, or raise
-        CheckpointInUseError naming who holds it. The key hashes the table's schema as the
-        server resolves it (``search_path``), so that two spellings of one table (``items``,
-        ``public.items``) are one lock."""
-        schema = self.schema
+    async def _resolve_schema(self, conn: Any) -> str:
+        """The table's schema: as named, or the one the server finds the table in through
+        ``search_path``, or, for a table still to create, the one ``CREATE TABLE`` would
+        create it in (``current_schema()``: the first schema of the path that exists)."""
+        if self.schema is not None:
+            return self.schema
+        schema: str | None = await conn.fetchval(
+            "SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)), current_schema())",
+            _quote(self.table),
+        )
         if schema is None:
-            schema = await conn.fetchval(
-                "SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)), current_schema())",
-                self._qualified(self.table),
+            path = await conn.fetchval("SHOW search_path")
+            raise ConfigurationError(
+                f"Postgres {self._where}: no schema of search_path ({path}) exists to create "
+                "the table in: name its schema (schema.table), or create one"
             )
-        key = lock_key(f"{schema}.{self.table}/{name}")
+        return schema
+
+    async def _take_locks(self, conn: Any, name: str) -> tuple[int, int]:
+        """Take the session's shared advisory lock on this table and its exclusive one on
+        checkpoint ``name`` of it, or raise CheckpointInUseError naming who is in the way
+        (a replace holding the table, another run holding the checkpoint). The keys hash
+        the table's resolved schema, so that two spellings of one table (``items``,
+        ``public.items``) are one lock."""
+        table_key = lock_key(f"{self._schema}.{self.table}")
+        if not await conn.fetchval("SELECT pg_try_advisory_lock_shared($1)", table_key):
+            holder = await self._holder(conn, table_key)
+            raise in_use(f"{self._where} to replace it", holder)
+        key = lock_key(f"{self._schema}.{self.table}/{name}")
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             holder = await self._holder(conn, key)
             raise in_use(f"checkpoint {name!r} of {self._where}", holder)
-        return key
+        return table_key, key
 
-    @staticmethod
-    async def _holder(conn: Any, key: int) -> str | None:
+    #: granted advisory locks of bigint keys (objsubid 1; the key is classid << 32 | objid)
+    #: in this database, with the session that holds each
+    _ADVISORY = (
+        "SELECT a.application_name, a.backend_start, l.pid, "
+        "((l.classid::bigint << 32) | l.objid::bigint) AS key FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    )
+
+    @classmethod
+    async def _holder(cls, conn: Any, key: int) -> str | None:
         """``since T, pid P on host H`` of the session holding advisory lock ``key``: a bigint
         key shows in pg_locks as its high half (classid) and low half (objid), objsubid 1."""
         row = await conn.fetchrow(
-            "SELECT a.application_name, a.backend_start, l.pid FROM pg_locks l "
-            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid LIMIT 1",
+            cls._ADVISORY + "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid "
+            "AND l.pid <> pg_backend_pid() LIMIT 1",
             (key >> 32) & 0xFFFFFFFF,
             key & 0xFFFFFFFF,
         )
         if row is None:
             return None  # released this instant
+        return cls._session(row)
+
+    async def _writers(self, conn: Any) -> str | None:
+        """The other sessions that hold this table (``checkpoint 'c', since T, pid P on
+        host H``, joined by ``; ``), or None when they are gone. Each also holds the lock of
+        its checkpoint: of the checkpoints stored for the table, the one whose key it holds
+        (a run that has not committed yet has none stored: then its checkpoint is not told)."""
+        table_key = self._table_key
+        assert table_key is not None
+        holders = await conn.fetch(
+            self._ADVISORY + "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid "
+            "AND l.pid <> pg_backend_pid() ORDER BY l.pid",
+            (table_key >> 32) & 0xFFFFFFFF,
+            table_key & 0xFFFFFFFF,
+        )
+        if not holders:
+            return None
+        prefix = self._key("")
+        stored = await conn.fetch(
+            f"SELECT substr(name, char_length($1) + 1) AS name FROM "
+            f"{self._qualified(_CHECKPOINTS)} WHERE left(name, char_length($1)) = $1",
+            prefix,
+        )
+        names = {lock_key(f"{self._schema}.{self.table}/{r['name']}"): r["name"] for r in stored}
+        held = await conn.fetch(
+            self._ADVISORY + "AND l.pid = any($1::int[])", [r["pid"] for r in holders]
+        )
+        found = []
+        for row in holders:
+            keys = [_signed(r["key"]) for r in held if r["pid"] == row["pid"]]
+            which = [f"checkpoint {names[k]!r}" for k in keys if k in names]
+            found.append(", ".join([*which, self._session(row)]))
+        return "; ".join(found)
+
+    @staticmethod
+    def _session(row: Any) -> str:
+        """``since T, pid P on host H`` of a session (a row of pg_stat_activity)."""
         started: _dt.datetime | None = row["backend_start"]  # None: not ours to see
         since = None if started is None else started.astimezone().isoformat(timespec="seconds")
         found = _APPLICATION.fullmatch(row["application_name"] or "")
@@ -318,9 +410,7 @@ class Postgres:
         is replaced: ``open`` cannot know that a replace follows), or None."""
         checkpoints = self._qualified(_CHECKPOINTS)
         old = await conn.fetchval(f"SELECT 1 FROM {checkpoints} WHERE name = $1", name)
-        if old is None:
-            return None
-        if await conn.fetchval(f"SELECT 1 FROM {self._qualified(self.table)} LIMIT 1") is None:
+        if old is None or not await self._has_rows(conn):
             return None
         key, bare = _literal(self._key(name)), _literal(name)
         return (
@@ -330,6 +420,49 @@ class Postgres:
             f"name = {key} WHERE name = {bare}; if not, DELETE FROM {checkpoints} WHERE "
             f"name = {bare}; or start the table over (mode='replace', --replace)"
         )
+
+    async def _elsewhere(self, conn: Any, name: str) -> str | None:
+        """Earlier versions found the ``streampage_checkpoints`` of an unqualified table
+        through ``search_path``: the first schema of the path that has one, which need not
+        be the table's (``search_path=etl,data`` and a table of ``data``). A checkpoint of
+        this table there, beside rows in the table, is likely this table's (then starting
+        afresh would write its pages twice); the error for it (raised by the first write or
+        commit, unless the table is replaced), or None."""
+        if self.schema is not None:
+            return None  # a qualified table always had its checkpoints beside it
+        ours = self._qualified(_CHECKPOINTS)
+        found = await conn.fetchrow(
+            "SELECT n.nspname, c.oid <> to_regclass($2) AS other FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+            _quote(_CHECKPOINTS),
+            ours,
+        )
+        if found is None or not found["other"]:
+            return None
+        theirs = f"{_quote(found['nspname'])}.{_quote(_CHECKPOINTS)}"
+        key = self._key(name)
+        import asyncpg
+
+        try:
+            old = await conn.fetchval(f"SELECT 1 FROM {theirs} WHERE name = $1", key)
+        except asyncpg.PostgresError:
+            return None  # not ours to read (privileges), or not a table of ours (columns)
+        if old is None or not await self._has_rows(conn):
+            return None
+        where = f"WHERE name = {_literal(key)}"
+        return (
+            f"Postgres {self._where}: its checkpoint {name!r} is in {theirs}, where an earlier "
+            f"streampage version kept it (the one search_path finds first), not in {ours}, "
+            f"beside the table in schema {self._schema}, where it is kept now. If it is this "
+            f"table's, move it with INSERT INTO {ours} SELECT * FROM {theirs} {where}; "
+            f"DELETE FROM {theirs} {where}; if it is not (a table {self.table} of schema "
+            f"{found['nspname']} wrote it), name the table with its schema "
+            f"({self._schema}.{self.table}); or start the table over (mode='replace', --replace)"
+        )
+
+    async def _has_rows(self, conn: Any) -> bool:
+        found = await conn.fetchval(f"SELECT 1 FROM {self._qualified(self.table)} LIMIT 1")
+        return found is not None
 
     async def _ensure_tables(self, conn: Any) -> None:
         table = self._qualified(self.table)
@@ -372,10 +505,15 @@ class Postgres:
         """Start the table over: the next transaction (that of the first commit) first
         deletes every row of the table and every checkpoint of it. Until that commit,
         readers see the old rows (never an empty table), and a crash leaves the old rows
-        and checkpoint as they were."""
-        self._connection()
+        and checkpoint as they were. Takes the table to itself until ``close``, or fails
+        with CheckpointInUseError when another run writes it."""
+        conn = self._connection()
         if self._tx is not None:
             raise RuntimeError(f"{self!r}: replace() comes before write(), not after")
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._table_key):
+            # another run writes the table: deleting its rows under it would leave its
+            # checkpoint naming pages it no longer holds
+            raise in_use(f"{self._where} to write into it", await self._writers(conn))
         self._replacing = True
         self._unclaimed = None  # whoever's it was, the table starts over
 
@@ -412,7 +550,7 @@ class Postgres:
                 self.table,
                 records=rows,
                 columns=[col for col, _, _ in self._layout],
-                schema_name=self.schema,
+                schema_name=self._schema,
             )
         except Exception as exc:
             exc.add_note(f"while writing {len(records)} records to Postgres {self._where}")
@@ -437,18 +575,18 @@ class Postgres:
             raise
 
     async def close(self) -> None:
-        conn, tx, key = self._conn, self._tx, self._lock
-        self._conn = self._tx = self._lock = None
+        conn, tx = self._conn, self._tx
+        self._conn = self._tx = self._lock = self._table_key = None
         if conn is None:
             return
         try:
             if not conn.is_closed():
                 if tx is not None:
                     await tx.rollback()  # uncommitted records are discarded, as after a crash
-                if key is not None:
-                    # unlocked when this returns: a run that starts right after the close
-                    # finds it free (the session's end alone is noticed a moment later)
-                    await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
+                # the checkpoint's lock and the table's (shared, and exclusive after a
+                # replace): unlocked when this returns, so a run that starts right after
+                # the close finds them free (the session's end is noticed a moment later)
+                await conn.execute("SELECT pg_advisory_unlock_all()")
         except Exception:
             conn.terminate()  # the server rolls back what the connection had open
             return

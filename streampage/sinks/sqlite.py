@@ -21,6 +21,17 @@ SQLite's write lock (WAL mode; a writer waits up to ``busy_timeout`` seconds for
 other's commit, which holds one batch). ``flock`` on a network file system (NFS, SMB) may
 not be shared between hosts: keep the database on a local disk.
 
+One replace per table, and no other run beside it. ``replace(name)`` empties the table and
+drops every checkpoint of it, those of other checkpoint names included: a run on another
+checkpoint that went on writing would commit pages whose rows are gone, and its
+checkpoint would still name them. So every run also holds its *table* for its whole life,
+by a shared ``flock`` on ``.<db file>.streampage/<table>.lock`` (two runs on two checkpoints
+of one table still write at once), and ``replace`` makes it exclusive, without waiting: when
+another run holds the table, ``replace`` fails at once with ``CheckpointInUseError``
+(naming the run, from its checkpoint's lock file, when it can tell), before it has deleted
+anything. A replacing run keeps the table to itself until ``close``: a run that starts
+meanwhile fails at once in ``open``, naming it.
+
 ``replace(name)`` starts the table over, in the first commit's transaction: until it
 commits, readers see the old rows and a crash leaves them and their checkpoint in place.
 ``finish(name)`` has nothing to do: every commit is already the table's final state.
@@ -35,13 +46,13 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
-from ._lock import FileLock, state_dir
+from ._lock import FileLock, in_use, state_dir
 
 __all__ = ["SQLite"]
 
@@ -86,7 +97,8 @@ class SQLite:
         self.table = table
         self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
-        self._lock: FileLock | None = None
+        self._lock: FileLock | None = None  # the checkpoint's, exclusive
+        self._table_lock: FileLock | None = None  # the table's: shared, exclusive to replace
         self._replacing = False
         self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
         self._encoder = msgspec.json.Encoder()
@@ -103,6 +115,11 @@ class SQLite:
     def lock_path(self, name: str) -> Path:
         """The lock file of checkpoint ``name`` of this table (held from open to close)."""
         return state_dir(self.path) / f"{self.table.lower()}.{_file_safe(name)}.lock"
+
+    def table_lock_path(self) -> Path:
+        """The lock file of this table: shared by every run into it, exclusive to a replace.
+        Its name cannot be a checkpoint's (``<table>.<name>.lock``: a name is never empty)."""
+        return state_dir(self.path) / f"{self.table.lower()}.lock"
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -121,10 +138,23 @@ class SQLite:
         if self._db is not None:
             raise RuntimeError(f"{self!r} is open already")
         if str(self.path) != ":memory:":  # a database of its own connection: no one to stop
+            # first: a second run stops here, before it reads or writes. The table, then
+            # the checkpoint: a run started while a replace holds the table names the replace
+            table = FileLock(
+                self.table_lock_path(),
+                f"table {self.table} in {self.path} to replace it",
+                shared=True,
+            )
+            table.acquire()
+            self._table_lock = table
             lock = FileLock(
                 self.lock_path(name), f"checkpoint {name!r} of table {self.table} in {self.path}"
             )
-            lock.acquire()  # first: a second run stops here, before it reads or writes
+            try:
+                lock.acquire()
+            except BaseException:
+                self._release()
+                raise
             self._lock = lock
         db = None
         try:
@@ -182,11 +212,16 @@ class SQLite:
         deletes every row of the table and every checkpoint of it. Until that commit,
         readers see the old rows (never an empty table), and a crash leaves the old rows
         and checkpoint as they were. DELETE, not DROP: the table keeps its definition."""
-        await self._run(self._replace)
+        await self._run(self._replace, name)
 
-    def _replace(self) -> None:
+    def _replace(self, name: str) -> None:
         if self._connection().in_transaction:
             raise RuntimeError(f"{self!r}: replace() comes before write(), not after")
+        table = self._table_lock
+        if table is not None and not table.exclusive():
+            # another run writes the table: deleting its rows under it would leave its
+            # checkpoint naming pages it no longer holds
+            raise in_use(f"table {self.table} in {self.path} to write into it", self._writers(name))
         self._replacing = True
         self._unclaimed = None  # whoever's it was, the table starts over
 
@@ -247,7 +282,27 @@ class SQLite:
         finally:
             self._release()
 
+    def _writers(self, name: str) -> str | None:
+        """Who else writes the table, as their checkpoints' lock files say (``checkpoint
+        'c', since T, pid P on host H``, joined by ``; ``), or None when they cannot tell
+        (a holder between its lock and its note, or a run of an earlier version)."""
+        prefix, own = f"{self.table.lower()}.", self.lock_path(name)
+        found = []
+        for path in sorted(state_dir(self.path).glob(f"{prefix}*.lock")):
+            if path == own or path == self.table_lock_path():
+                continue
+            holder = FileLock.holder_of(path)
+            if holder is not None:
+                checkpoint = unquote(path.name[len(prefix) : -len(".lock")])
+                found.append(f"checkpoint {checkpoint!r}, {holder}")
+        return "; ".join(found) or None
+
     def _release(self) -> None:
         lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
+        table, self._table_lock = self._table_lock, None
+        try:
+            if lock is not None:
+                lock.release()
+        finally:
+            if table is not None:
+                table.release()
