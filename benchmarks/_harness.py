@@ -126,3 +126,21 @@ def has_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
+def write_result(output: Path, table: str) -> None:
+    """Write a results file whole (a rename), and say where it went."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".tmp")
+    partial.write_text(table)
+    partial.replace(output)
+    print(f"\nwritten to {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+
+
+def entry(main: Callable[[], None], **roles: Callable[[list[str]], None]) -> None:
+    """A benchmark script's entry point: ``script.py _serve ARGS`` (or another role the
+    script runs itself as, in a subprocess) calls that role, anything else ``main``."""
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_") and sys.argv[1][1:] in roles:
+        roles[sys.argv[1][1:]](sys.argv[2:])
+    else:
+        main()

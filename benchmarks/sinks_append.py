@@ -80,7 +80,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from _harness import has_uvloop, machine, serve_forever, snapshot_streampage, stop_server
+from _harness import (
+    entry,
+    has_uvloop,
+    machine,
+    serve_forever,
+    snapshot_streampage,
+    stop_server,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -1047,17 +1055,8 @@ def main() -> None:
     print()
     print(table, end="")
     print(f"\n(whole benchmark: {time.perf_counter() - t_start:.0f} s)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".tmp")
-    partial.write_text(table)
-    partial.replace(output)
-    print(f"written to {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+    write_result(output, table)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve_main(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] == "_client":
-        client_main(sys.argv[2:])
-    else:
-        main()
+    entry(main, serve=serve_main, client=client_main)

@@ -64,7 +64,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import has_uvloop, machine, serve_forever, snapshot_streampage, stop_server
+from _harness import (
+    entry,
+    has_uvloop,
+    machine,
+    serve_forever,
+    snapshot_streampage,
+    stop_server,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -629,17 +637,8 @@ def main() -> None:
     table = report(setup, args, code)
     print()
     print(table, end="")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".tmp")
-    partial.write_text(table)
-    partial.replace(output)
-    print(f"\nwritten to {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+    write_result(output, table)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve_main(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] == "_client":
-        client_main(sys.argv[2:])
-    else:
-        main()
+    entry(main, serve=serve_main, client=client_main)
