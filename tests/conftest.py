@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +341,28 @@ async def cli_fetch(*args: str, cwd: Path | None = None, within: float = 30.0) -
     out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode is not None
     return CliRun(proc.returncode, out, err)
+
+
+class Flaky:
+    """Wraps a sink; its ``fail_at``-th commit raises, as a full disk would."""
+
+    def __init__(self, sink: Any, fail_at: int) -> None:
+        self.sink, self.fail_at, self.commits = sink, fail_at, 0
+
+    def __repr__(self) -> str:
+        return f"Flaky({self.sink!r})"
+
+    async def open(self, name: str) -> bytes | None:
+        return await self.sink.open(name)  # type: ignore[no-any-return]
+
+    async def write(self, records: Sequence[Any]) -> None:
+        await self.sink.write(records)
+
+    async def commit(self, name: str, checkpoint: bytes) -> None:
+        self.commits += 1
+        if self.commits == self.fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await self.sink.commit(name, checkpoint)
+
+    async def close(self) -> None:
+        await self.sink.close()

@@ -8,17 +8,15 @@ and fetch only what is new.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
-from conftest import cli_fetch, item
+from conftest import Flaky, cli_fetch, item
 from yarl import URL
 
 import streampage
@@ -30,31 +28,6 @@ PASSWORD = "pa55-w0rd-XYZ"
 API_KEY = "KEY-7f3a9c-secret"
 PAGES = 6
 PER_PAGE = 4
-
-
-class Flaky:
-    """Wraps a sink; its ``fail_at``-th commit raises, as a full disk would."""
-
-    def __init__(self, sink: Any, fail_at: int) -> None:
-        self.sink, self.fail_at, self.commits = sink, fail_at, 0
-
-    def __repr__(self) -> str:
-        return f"Flaky({self.sink!r})"
-
-    async def open(self, name: str) -> bytes | None:
-        return await self.sink.open(name)  # type: ignore[no-any-return]
-
-    async def write(self, records: Sequence[Any]) -> None:
-        await self.sink.write(records)
-
-    async def commit(self, name: str, checkpoint: bytes) -> None:
-        self.commits += 1
-        if self.commits == self.fail_at:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        await self.sink.commit(name, checkpoint)
-
-    async def close(self) -> None:
-        await self.sink.close()
 
 
 class CursorAPI:

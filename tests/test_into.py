@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import gzip
 import json
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HANG
+from conftest import HANG, Flaky
 
 import streampage
 from streampage import Cursor, PageNumber
@@ -31,31 +29,6 @@ def jsonl_ids(path: Path) -> list[int]:
 def sqlite_ids(path: Path) -> list[int]:
     with sqlite3.connect(path) as db:
         return sorted(json.loads(row[0])["id"] for row in db.execute("SELECT data FROM items"))
-
-
-class Flaky:
-    """Wraps a sink; its ``fail_at``-th commit raises, as a full disk would."""
-
-    def __init__(self, sink: Any, fail_at: int) -> None:
-        self.sink, self.fail_at, self.commits = sink, fail_at, 0
-
-    def __repr__(self) -> str:
-        return f"Flaky({self.sink!r})"
-
-    async def open(self, name: str) -> bytes | None:
-        return await self.sink.open(name)  # type: ignore[no-any-return]
-
-    async def write(self, records: Sequence[Any]) -> None:
-        await self.sink.write(records)
-
-    async def commit(self, name: str, checkpoint: bytes) -> None:
-        self.commits += 1
-        if self.commits == self.fail_at:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        await self.sink.commit(name, checkpoint)
-
-    async def close(self) -> None:
-        await self.sink.close()
 
 
 async def test_records_extracts_by_path(page_server):
