@@ -474,7 +474,11 @@ class Engine:
         if ended and pair is not None and pair[0] == number:
             self.stats.past_end += 1
             return None
-        return page if run.accept(page) else None
+        if run.accept(page):
+            return page
+        if not run.past_end(number):  # (a page past the end may say "total: 0")
+            walk.tally.witness(page)  # committed by an earlier run: its totals still count
+        return None
 
     def _repeat(self, walk: Walk, pair: tuple[int, int], page: Page[Any]) -> bool:
         """Page ``pair[0]`` has the same body as page ``pair[1]`` (``page`` is one of them).

@@ -316,6 +316,11 @@ class Tally:
             self.countable = False
         else:
             self.records += records
+        self.witness(page)
+
+    def witness(self, page: Page[Any]) -> None:
+        """Read the totals a page reports, delivered or not: a resumed run fetches page 1
+        again for its total without delivering it, and that total is evidence too."""
         readers = self.readers
         if readers is None:
             readers = self.readers = _readers(page, self.own) if self.generic else self.own

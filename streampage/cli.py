@@ -1470,8 +1470,15 @@ def _result(s: Stream[Any], code: int, scrub: Callable[[str], str]) -> str:
     could be checked; never more than the run knows."""
     if code != 0:
         return _RESULTS.get(code, "failed")
+    checked = _checked(s, scrub)
     if s.stats.resumed_finished and not s.stats.records:
-        return "complete already: the last run finished, and nothing is new (0 records added)"
+        already = "complete already (the last run finished, and nothing is new: 0 records added)"
+        return already + checked.removeprefix("complete")
+    return checked
+
+
+def _checked(s: Stream[Any], scrub: Callable[[str], str]) -> str:
+    """"complete", and what it was checked against."""
     done = s.completeness
     if done.status == "verified":
         if len(done.notes) == 1:
