@@ -1478,7 +1478,7 @@ def _result(s: Stream[Any], code: int, scrub: Callable[[str], str]) -> str:
 
 
 def _checked(s: Stream[Any], scrub: Callable[[str], str]) -> str:
-    """"complete", and what it was checked against."""
+    """ "complete", and what it was checked against."""
     done = s.completeness
     if done.status == "verified":
         if len(done.notes) == 1:
