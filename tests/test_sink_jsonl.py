@@ -91,8 +91,8 @@ async def test_a_file_is_appended_in_place_with_its_state_hidden(tmp_path: Path)
     assert (state(path) / "lock").stat().st_mode & 0o777 == 0o600
 
     again = JSONLines(path)
-    assert await again.open("run") == cp(2)
-    assert await again.open("other") is None  # open again: the same sink may
+    assert await again.open("other") is None
+    assert await again.open("run") == cp(2)  # open again: the same sink may
     await again.write(recs(4))
     await again.commit("run", cp(3))
     await again.close()
@@ -436,6 +436,283 @@ async def test_replace_in_a_folder_publishes_at_finish_and_drops_the_old_parts(
     await again.close()
     assert visible(folder) == ["part-000002.jsonl", "part-000003.jsonl"]
     assert folder_ids(folder) == [10, 11, 12, 13]
+
+
+# ---------------------------------------------------------------------- a target's format
+
+
+async def test_a_folder_is_refused_in_another_format_before_anything_is_touched(
+    tmp_path: Path,
+) -> None:
+    """A folder's format is part of what it is: gzip parts beside plain ones would each be
+    read by some readers and not others. The journal says which; another format is refused
+    at open, before a byte is cut, and the lock is let go."""
+    folder = tmp_path / "items"
+    await run(JSONLines(f"{folder}/"), [1, 2])
+    sink = JSONLines(f"{folder}/")
+    await sink.open("run")
+    await sink.write(recs(3))
+    await sink.commit("run", cp(2))
+    crash(sink)  # committed, hidden: a later open publishes it
+    (hidden,) = (folder / ".streampage" / "parts").iterdir()
+    with open(hidden, "ab") as f:  # noqa: ASYNC230 - written, never journalled
+        f.write(b'{"id": 4}\n')
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "lock"}
+
+    gz = JSONLines(f"{folder}/", gzip=True)
+    with pytest.raises(streampage.ConfigurationError) as info:
+        await gz.open("run")
+    await gz.close()
+    message = str(info.value)
+    assert f"{folder}/ holds JSON Lines (its journal, part-000001.jsonl), not gzip" in message
+    assert f"JSONLines('{folder}/') (--format jsonl)" in message
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "lock"}
+    assert after == before  # nothing published, cut or journalled
+
+    again = JSONLines(f"{folder}/")  # the lock was let go; the right format goes on
+    assert await again.open("run") == cp(2)
+    await again.close()
+    assert folder_ids(folder) == [1, 2, 3]
+    with pytest.raises(streampage.ConfigurationError, match="--format jsonl"):
+        await run(JSONLines(f"{folder}/", gzip=True), [5], n=3)
+
+
+async def test_a_file_is_refused_in_another_format(tmp_path: Path) -> None:
+    path = tmp_path / "items.out"
+    await run(JSONLines(path), [1])
+    sink = JSONLines(path, gzip=True)
+    with pytest.raises(streampage.ConfigurationError) as info:
+        await sink.open("run")
+    await sink.close()
+    assert f"{path} holds JSON Lines (its journal), not gzip JSON Lines" in str(info.value)
+    assert f"JSONLines('{path}')" in str(info.value)
+    assert ids(path) == [1]
+
+    gz = tmp_path / "items.jsonl.gz"
+    await run(JSONLines(gz), [1])
+    with pytest.raises(streampage.ConfigurationError, match=r"gzip=True\)"):
+        await run(JSONLines(gz, gzip=False), [2])
+    assert ids(gz) == [1]
+
+
+async def test_a_journal_of_an_older_version_is_told_by_its_output(tmp_path: Path) -> None:
+    """A journal without a format line (written by an earlier version) is judged by what
+    the target holds, and gets the line with its next commit."""
+    folder, path = tmp_path / "items", tmp_path / "items.jsonl.gz"
+    for target in (f"{folder}/", path):
+        await run(JSONLines(target, gzip=True), [1])
+    for journal in (folder / ".streampage" / "journal", state(path) / "journal"):
+        lines = journal.read_bytes().splitlines(keepends=True)
+        assert json.loads(lines[0]) == {"format": "jsonl.gz"}
+        journal.write_bytes(b"".join(lines[1:]))
+    for target in (f"{folder}/", path):
+        with pytest.raises(streampage.ConfigurationError, match="holds gzip JSON Lines"):
+            await run(JSONLines(target, gzip=False), [2])
+    for target in (f"{folder}/", path):
+        await run(JSONLines(target, gzip=True), [2], n=2)
+    for journal in (folder / ".streampage" / "journal", state(path) / "journal"):
+        assert b'{"format":"jsonl.gz"}\n{"name":"run"' in journal.read_bytes()
+    assert folder_ids(folder) == ids(path) == [1, 2]
+
+
+# ---------------------------------------------------------------------- one checkpoint
+
+
+async def test_a_target_holds_one_checkpoint(page_server: Any, tmp_path: Path) -> None:
+    """A resume under another checkpoint name would start over and write every record a
+    second time: the first write or commit is refused, naming the checkpoint the target
+    holds. A replace starts it over under any name."""
+    server = await page_server(pages=6, per_page=2)
+
+    def fetch() -> Any:
+        return streampage.stream(server.url, pages=PageNumber(stop=6)).records("items")
+
+    for target in (tmp_path / "items.jsonl", f"{tmp_path}/items/"):
+        read = ids if isinstance(target, Path) else folder_ids
+
+        await fetch().into(JSONLines(target), batch=4)
+        with pytest.raises(streampage.ConfigurationError) as info:
+            await fetch().into(JSONLines(target), batch=4, checkpoint="Default", resume=True)
+        assert (
+            f"{target} holds checkpoint 'default', not 'Default': a " in str(info.value)
+            and "checkpoint='default' (--checkpoint default) to go on with it, or "
+            "mode='replace' (--replace) to start it over"
+            in str(info.value)
+        )
+        assert sorted(read(Path(target))) == list(range(1, 13))  # nothing written twice
+
+        await fetch().into(JSONLines(target), batch=4, checkpoint="Default", mode="replace")
+        assert sorted(read(Path(target))) == list(range(1, 13))
+        stats = await fetch().into(JSONLines(target), checkpoint="Default", resume=True)
+        assert stats.resumed_finished
+        with pytest.raises(streampage.ConfigurationError, match="holds checkpoint 'Default'"):
+            await fetch().into(JSONLines(target), resume=True)
+        assert sorted(read(Path(target))) == list(range(1, 13))
+
+
+async def test_a_commit_under_another_name_is_refused_but_a_replace_is_not(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "items.jsonl"
+    await run(JSONLines(path), [1])
+    sink = JSONLines(path)
+    assert await sink.open("other") is None
+    with pytest.raises(streampage.ConfigurationError, match="holds checkpoint 'run'"):
+        await sink.write(recs(2))
+    with pytest.raises(streampage.ConfigurationError, match="holds checkpoint 'run'"):
+        await sink.commit("other", cp(1))
+    await sink.replace("other")  # an unfinished replace, under its own name
+    await sink.write(recs(2))
+    await sink.commit("other", cp(1))
+    await sink.close()
+    assert ids(path) == [1]
+
+    sink = JSONLines(path)
+    assert await sink.open("run") is None  # the replace under way holds "other"
+    with pytest.raises(streampage.ConfigurationError, match="holds checkpoint 'other'"):
+        await sink.commit("run", cp(9))
+    assert await sink.open("other") == cp(1)
+    await sink.finish("other")
+    await sink.close()
+    assert ids(path) == [2]
+
+
+# ---------------------------------------------------------------------- compaction
+
+
+def lines(journal: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in journal.read_bytes().splitlines()]
+
+
+async def commits(sink: JSONLines, first: int, last: int) -> None:
+    """A commit a record, ``first`` to ``last``, each under checkpoint n."""
+    for n in range(first, last + 1):
+        await sink.write(recs(n))
+        await sink.commit("run", cp(n))
+
+
+async def test_open_compacts_a_long_journal_and_resumes_exactly(tmp_path: Path) -> None:
+    """Every commit adds a line (its whole checkpoint), and open reads them all: past 64
+    lines open rewrites the journal with what replaying it gives, and nothing else."""
+    path = tmp_path / "items.jsonl.gz"
+    sink = JSONLines(path)
+    await sink.open("run")
+    await commits(sink, 1, 100)
+    await sink.write(recs(101))  # written, never committed
+    await sink.close()
+    journal = state(path) / "journal"
+    assert len(lines(journal)) == 101  # the format line and a line a commit
+
+    sink = JSONLines(path)
+    assert await sink.open("run") == cp(100)
+    assert lines(journal) == [
+        {"format": "jsonl.gz"},
+        {"name": "run", "checkpoint": {"n": 100}, "offset": path.stat().st_size},
+    ]
+    await commits(sink, 101, 102)
+    await sink.close()
+    assert ids(path) == list(range(1, 103))
+    assert sorted(p.name for p in state(path).iterdir()) == ["journal", "lock"]
+
+    big = JSONLines(path)  # a few commits of big checkpoints: past 1 MiB
+    await big.open("run")
+    for n in range(103, 108):
+        await big.write(recs(n))
+        await big.commit("run", msgspec.json.encode({"n": n, "pad": "x" * 300_000}))
+    await big.close()
+    assert journal.stat().st_size > 1 << 20
+    again = JSONLines(path)
+    assert json.loads(await again.open("run") or b"")["n"] == 107
+    await again.close()
+    assert len(lines(journal)) == 2
+    assert ids(path) == list(range(1, 108))
+
+
+async def test_a_compacted_folder_replace_goes_on_with_its_hidden_parts(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "items"
+    await run(JSONLines(f"{folder}/"), [1, 2])
+    sink = JSONLines(f"{folder}/", part_rows=20)
+    await sink.open("run")
+    await sink.replace("run")
+    await commits(sink, 10, 79)  # 70 commits: parts 2, 3, 4 full and 5 begun, all hidden
+    crash(sink)
+    journal = folder / ".streampage" / "journal"
+    assert len(lines(journal)) == 73
+
+    again = JSONLines(f"{folder}/", part_rows=20)
+    assert await again.open("run") == cp(79)
+    assert [e.get("part") for e in lines(journal)] == [None, None, 2, 3, 4, 5]
+    assert lines(journal)[1] == {"replace": 2}
+    await commits(again, 80, 81)
+    crash(again)
+    assert folder_ids(folder) == [1, 2]  # the old output, until finish
+
+    last = JSONLines(f"{folder}/", part_rows=20)
+    assert await last.open("run") == cp(81)
+    await last.finish("run")
+    await last.close()
+    assert visible(folder) == [f"part-00000{k}.jsonl" for k in (2, 3, 4, 5)]
+    assert folder_ids(folder) == list(range(10, 82))
+
+
+async def test_a_compaction_killed_or_failed_at_any_step_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "items.jsonl"
+    sink = JSONLines(path)
+    await sink.open("run")
+    await commits(sink, 1, 70)
+    await sink.close()
+    journal = state(path) / "journal"
+    compacting = state(path) / "journal.compact"
+    whole = journal.read_bytes()
+    real_replace = os.replace
+
+    def failing(error: BaseException) -> Any:
+        def replace(src: Any, dst: Any) -> None:
+            if Path(src) == compacting:
+                raise error
+            real_replace(src, dst)
+
+        return replace
+
+    # a failed rename (a full disk, say): the journal stays as it was, and open goes on
+    monkeypatch.setattr(os, "replace", failing(OSError("no space left")))
+    sink = JSONLines(path)
+    assert await sink.open("run") == cp(70)
+    assert journal.read_bytes() == whole and not compacting.exists()
+    await commits(sink, 71, 71)
+    await sink.close()
+    whole = journal.read_bytes()
+
+    # killed before the rename: the old journal, and the new one beside it, removed later
+    monkeypatch.setattr(os, "replace", failing(SystemExit("killed")))
+    sink = JSONLines(path)
+    with pytest.raises(SystemExit):
+        await sink.open("run")
+    crash(sink)
+    monkeypatch.undo()
+    assert journal.read_bytes() == whole and compacting.exists()
+
+    # killed after the rename, before the folder's fsync: the new journal, whole
+    def killed(path: Path) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr("streampage.sinks._journal.fsync_dir", killed)
+    sink = JSONLines(path)
+    with pytest.raises(SystemExit):
+        await sink.open("run")
+    crash(sink)
+    monkeypatch.undo()
+    assert not compacting.exists() and len(lines(journal)) == 2
+
+    sink = JSONLines(path)
+    assert await sink.open("run") == cp(71)
+    await commits(sink, 72, 72)
+    await sink.close()
+    assert ids(path) == list(range(1, 73))
 
 
 # ---------------------------------------------------------------------- end to end

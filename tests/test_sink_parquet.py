@@ -902,6 +902,197 @@ async def test_replace_in_a_folder_publishes_at_finish_and_drops_the_old_parts(
     assert dataset_rows(folder) == recs(10, 11, 12, 13)
 
 
+# ---------------------------------------------------------------------- a target's format
+
+
+async def test_a_json_lines_folder_is_not_gone_on_with_in_parquet(
+    tmp_path: Path, page_server: Any
+) -> None:
+    """``-o x/ --format jsonl`` then ``-o x/ --resume`` (Parquet, the default) used to put
+    part-000001.parquet beside part-000001.jsonl and call the run complete, each reader
+    seeing part of the data. The folder's format is in its journal: refused at open,
+    nothing written, the lock let go; and the other way round."""
+    from streampage.sinks import JSONLines
+
+    server = await page_server(pages=6, per_page=2)
+
+    def fetch() -> Any:
+        return streampage.stream(server.url, pages=streampage.PageNumber(stop=6)).records("items")
+
+    folder = tmp_path / "x"
+    await fetch().into(JSONLines(f"{folder}/"), batch=4)
+    before = visible(folder)
+    journal = (folder / ".streampage" / "journal").read_bytes()
+    for mode in ("resume", "replace", "new"):
+        with pytest.raises(streampage.ConfigurationError) as info:
+            await fetch().into(Parquet(f"{folder}/"), batch=4, mode=mode)  # type: ignore[arg-type]
+        assert f"{folder}/ holds JSON Lines (its journal, part-000001.jsonl), not Parquet" in str(
+            info.value
+        )
+        assert f"JSONLines('{folder}/') (--format jsonl)" in str(info.value)
+        assert visible(folder) == before
+        assert (folder / ".streampage" / "journal").read_bytes() == journal
+    stats = await fetch().into(JSONLines(f"{folder}/"), resume=True)  # the lock is free
+    assert stats.resumed_finished
+
+    other = tmp_path / "y"
+    await fetch().into(Parquet(f"{other}/"), batch=4)
+    for sink in (JSONLines(f"{other}/"), JSONLines(f"{other}/", gzip=True)):
+        with pytest.raises(streampage.ConfigurationError) as info:
+            await fetch().into(sink, batch=4, resume=True)
+        assert f"{other}/ holds Parquet (its journal, part-000003.parquet)" in str(info.value)
+        assert f"Parquet('{other}/') (--format parquet)" in str(info.value)
+    assert visible(other) == ["part-000003.parquet"]
+    assert sorted(r["id"] for r in dataset_rows(other)) == list(range(1, 13))
+
+
+async def test_a_folder_holding_two_formats_or_another_sinks_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    from streampage.sinks import JSONLines
+
+    folder = tmp_path / "x"
+    sink = JSONLines(f"{folder}/")
+    await sink.open("run")
+    await sink.write(recs(1))
+    await sink.commit("run", cp(1))
+    await sink.close()
+    pq.write_table(pa.Table.from_pylist(recs(2)), folder / "part-000002.parquet")  # mixed
+    for other in (JSONLines(f"{folder}/"), Parquet(f"{folder}/")):
+        with pytest.raises(streampage.ConfigurationError, match=r"holds JSON Lines .* and Parquet"):
+            await other.open("run")
+        await other.close()
+
+    path = tmp_path / "out.data"  # one name, two sinks
+    sink = JSONLines(path)
+    await sink.open("run")
+    await sink.write(recs(1))
+    await sink.commit("run", cp(1))
+    await sink.close()
+    with pytest.raises(streampage.ConfigurationError, match=r"holds JSON Lines \(its journal\)"):
+        await Parquet(path).open("run")
+    # a journal of an older version says no format: the file's first bytes do
+    journal = state(path) / "journal"
+    journal.write_bytes(journal.read_bytes().split(b"\n", 1)[1])
+    with pytest.raises(streampage.ConfigurationError, match=r"holds JSON Lines \(out.data\)"):
+        await Parquet(path).open("run")
+
+
+# ---------------------------------------------------------------------- one checkpoint
+
+
+@pytest.mark.parametrize("target", ["out.parquet", "out/"])
+async def test_a_target_holds_one_checkpoint(tmp_path: Path, target: str) -> None:
+    path = f"{tmp_path}/{target}"
+    sink = Parquet(path)
+    await sink.open("default")
+    await sink.write(recs(1, 2))
+    await sink.commit("default", cp(1))
+    await sink.finish("default")
+    await sink.close()
+
+    sink = Parquet(path)
+    assert await sink.open("Default") is None
+    with pytest.raises(streampage.ConfigurationError) as info:
+        await sink.write(recs(1, 2))
+    assert str(info.value).startswith(
+        f"{path} holds checkpoint 'default', not 'Default': a "
+    ) and str(info.value).endswith(
+        "one output, so one checkpoint. Pass checkpoint='default' (--checkpoint default) to "
+        "go on with it, or mode='replace' (--replace) to start it over"
+    )
+    with pytest.raises(streampage.ConfigurationError, match="holds checkpoint 'default'"):
+        await sink.commit("Default", cp(1))
+    await sink.close()
+    read = rows if target.endswith(".parquet") else dataset_rows
+    assert read(Path(path)) == recs(1, 2)
+
+    sink = Parquet(path)  # a replace: whatever its name was
+    assert await sink.open("Default") is None
+    await sink.replace("Default")
+    await sink.write(recs(3))
+    await sink.commit("Default", cp(1))
+    await sink.finish("Default")
+    await sink.close()
+    assert read(Path(path)) == recs(3)
+    assert await stored(path, "Default") == cp(1)
+
+
+# ---------------------------------------------------------------------- compaction
+
+
+def lines(journal: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in journal.read_bytes().splitlines()]
+
+
+async def test_open_compacts_a_long_journal_and_resumes_exactly(tmp_path: Path) -> None:
+    """Past 64 lines, open rewrites the journal with what replaying it gives: the last
+    checkpoint, the parts committed and not merged (and the last merged one, so that a lost
+    output is still an error)."""
+    path = tmp_path / "out.parquet"
+    sink = Parquet(path)
+    await sink.open("run")
+    await sink.write(recs(0))
+    await sink.commit("run", cp(0))
+    await sink.finish("run")  # part 1 in the file
+    await sink.close()
+    sink = Parquet(path)
+    await sink.open("run")
+    for n in range(1, 80):  # staged, never merged: a run that keeps failing
+        if n % 10 == 0:
+            await sink.write(recs(n))
+        await sink.commit("run", cp(n))
+    await sink.write(recs(80))  # written, never committed
+    crash(sink)
+    journal = state(path) / "journal"
+    assert len(lines(journal)) == 81
+
+    again = Parquet(path)
+    assert await again.open("run") == cp(79)
+    assert lines(journal) == [
+        {"format": "parquet"},
+        {"name": "run", "checkpoint": {"n": 79}, "parts": list(range(1, 9))},
+    ]
+    assert parts(path) == [f"part-00000{k}.parquet" for k in range(2, 9)]
+    await again.write(recs(81))
+    await again.commit("run", cp(81))
+    await again.finish("run")
+    await again.close()
+    assert rows(path) == recs(0, *range(10, 80, 10), 81)
+
+
+async def test_a_compacted_folder_replace_is_finished_exactly(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    sink = Parquet(f"{folder}/")
+    await sink.open("run")
+    await sink.write(recs(1))
+    await sink.commit("run", cp(1))
+    await sink.close()
+    sink = Parquet(f"{folder}/")
+    await sink.open("run")
+    await sink.replace("run")
+    for n in range(10, 80):
+        await sink.write(recs(n))
+        await sink.commit("run", cp(n))
+    crash(sink)
+
+    again = Parquet(f"{folder}/")
+    assert await again.open("run") == cp(79)
+    journal = folder / ".streampage" / "journal"
+    assert [sorted(e) for e in lines(journal)] == [
+        ["format"],
+        ["replace"],
+        ["checkpoint", "name", "parts"],
+    ]
+    assert lines(journal)[2]["parts"] == list(range(2, 72))
+    assert dataset_rows(folder) == recs(1)  # the old output, until finish
+    await again.finish("run")
+    await again.close()
+    assert visible(folder) == ["part-000071.parquet"]
+    assert dataset_rows(folder) == recs(*range(10, 80))
+    assert await stored(f"{folder}/", "run") == cp(79)
+
+
 # ---------------------------------------------------------------------- real SIGKILL
 
 _CHILD = """

@@ -47,9 +47,24 @@ The journal, one JSON object a line:
     adds it). A folder: this line comes first, then the parts below K are deleted and the
     new ones published (a kill in between: ``open`` does the rest).
 
+``{"format": "jsonl"}`` (or ``"jsonl.gz"``, or ``"parquet"`` for the Parquet sink)
+    What the target holds, written with the journal's first entry. ``open`` refuses a target
+    of another format, before anything is written or cut: gzip parts beside plain ones, or
+    JSON Lines beside Parquet, would each be read by some readers and not others. (A journal
+    of an older version has no such line: the target's parts or data say, and the next
+    append adds it.)
+
 Until ``finish``, the old output is untouched by a replace; a replace left unfinished is
 what the next ``open`` returns the checkpoint of, so a resume goes on with it, and another
 ``replace`` starts it over.
+
+A target holds one output, so one checkpoint: a write or commit under another name than
+the one committed since the last replace is refused (a resume under a misspelt name would
+start over and write every record again). The first write or commit says so, not ``open``:
+a ``replace`` may follow it, and starts the target over whatever its checkpoint was.
+
+``open`` compacts a journal of more than 64 lines or 1 MiB (each commit holds the whole
+checkpoint, which grows with the number of sources): see ``_journal.py``.
 
 The journal (``_journal.py``) and the target's layout (``_layout.py``) serve the Parquet
 sink too, which has the same layout and journal.
@@ -70,8 +85,19 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
-from ._journal import Entry, Journal, Replay, checkpoint_json, replay, write_all
-from ._layout import drop_below, fsync_dir, locate, migrate, part_files, shown
+from ._journal import Entry, Journal, Replay, checkpoint_json, last_commits, replay, write_all
+from ._layout import (
+    check_format,
+    check_names,
+    drop_below,
+    file_format,
+    fsync_dir,
+    locate,
+    migrate,
+    part_files,
+    part_formats,
+    shown,
+)
 from ._lock import FileLock
 
 __all__ = ["JSONLines"]
@@ -107,11 +133,13 @@ class JSONLines:
         default_gzip = not self.folder and self.path.suffix == ".gz"
         self._gzip = default_gzip if gzip is None else gzip
         self._ext = ".jsonl.gz" if self._gzip else ".jsonl"
+        #: what the target holds, recorded in its journal: another format is refused
+        self.format = "jsonl.gz" if self._gzip else "jsonl"
         if part_rows < 1:
             raise ConfigurationError(f"JSONLines(part_rows={part_rows}) must be at least 1")
         self.part_rows = part_rows
         self._lock = FileLock(self.state / "lock", what=f"the checkpoint of {shown(self)}")
-        self._journal = Journal(self.journal)
+        self._journal = Journal(self.journal, self.format)
         self._encoder = msgspec.json.Encoder()
         self._pending: list[bytes] = []
         self._pending_rows = 0
@@ -129,6 +157,8 @@ class JSONLines:
         self._next = 1  # folder: the number a new part gets
         self._staged: dict[int, _Part] = {}  # folder: committed parts not published yet
         self._replacing: int | None = None  # an unfinished replace: its first part
+        self._opened_as = ""  # the checkpoint open() was asked for
+        self._held: set[str] = set()  # the checkpoints committed since the last replace
 
     # ------------------------------------------------------------------ the Sink protocol
 
@@ -141,6 +171,8 @@ class JSONLines:
         await anyio.to_thread.run_sync(self._replace)
 
     async def write(self, records: Sequence[Any]) -> None:
+        if self._opened:
+            check_names(self, self._held, self._opened_as)
         encode = self._encoder.encode
         self._pending.append(b"".join(encode(r) + b"\n" for r in records))
         self._pending_rows += len(records)
@@ -171,26 +203,49 @@ class JSONLines:
             if not self.folder:
                 migrate(self.path.with_name(self.path.name + ".journal"), self.journal)
             entries = self._journal.load()
+            found = replay(entries or [])
             if entries is None:
                 self._refuse_foreign()
                 self._journal.create()
-                entries = []
-            self._journal.open()
-            found = replay(entries)
+            else:
+                check_format(self, found.format, self._formats_seen(found))
+            self._journal.open(recorded=bool(found.format))
             if self.folder:
                 self._open_folder(found)
             else:
                 self._open_file(found)
+            self._opened_as, self._held = name, set(found.checkpoints)
+            if self._journal.bloated():
+                self._journal.compact(self._compacted(found))
             self._opened = True
             return found.checkpoints.get(name)
         except BaseException:
             self._shut()
             raise
 
+    def _formats_seen(self, found: Replay) -> dict[str, str]:
+        """The formats the target shows it holds: a folder's published parts, and, for a
+        journal of an older version (it does not say), its commits and data files."""
+        seen = part_formats(self.path) if self.folder else {}
+        if found.format:
+            return seen
+        if "parquet" in found.kinds:
+            seen.setdefault("parquet", "its journal")
+        if "jsonl" in found.kinds:
+            if self.folder:
+                for fmt, name in part_formats(self.parts_dir).items():
+                    seen.setdefault(fmt, name)
+            else:
+                for data in (self.path, self._replacing_file):
+                    held = file_format(data)
+                    if held is not None:
+                        seen.setdefault(held, data.name)
+        return seen
+
     def _refuse_foreign(self) -> None:
         """No journal: the output must not hold data this sink did not write."""
         if self.folder:
-            found = part_files(self.path, _PART)
+            found = part_formats(self.path)
             if found:
                 raise ConfigurationError(
                     f"{shown(self)} holds part files ({min(found.values())}...) and no journal "
@@ -208,6 +263,7 @@ class JSONLines:
         if replacing is not None and not self._replacing_file.exists():
             # finish() renamed the new output into place and was killed before it said so
             self._journal.append(Entry(replaced=replacing))
+            found.replacing, found.replaced = None, replacing
             replacing = None
         if replacing is None:
             self._replacing_file.unlink(missing_ok=True)  # a replace killed before it began
@@ -261,11 +317,42 @@ class JSONLines:
                 )
                 self._fd = open_data(self.parts_dir / staged[last].name, self._offset)
 
+    def _compacted(self, found: Replay) -> list[Entry]:
+        """What the journal says, in few entries (``open``, after its recovery): the replace
+        under way or done, the last checkpoint of each name, then the last commit's name
+        and checkpoint carrying the committed data: a file's length; a folder's hidden
+        parts (and its last part, so that a missing one is still an error)."""
+        entries = []
+        if self._replacing is not None:
+            entries.append(Entry(replace=self._replacing))
+        elif found.replaced:
+            entries.append(Entry(replaced=found.replaced))
+        commits = last_commits(found)
+        if not commits:
+            return entries
+        last = commits.pop()
+        entries += commits
+        if not self.folder:
+            last.offset = self._offset
+            return [*entries, last]
+        parts: dict[int, tuple[int, int]] = {}
+        for entry in found.commits:
+            if entry.offset:
+                parts[entry.part] = (entry.offset, entry.rows)
+        keep = set(self._staged) | ({max(parts)} if parts else set())
+        if not keep:
+            return [*entries, last]
+        for k in sorted(keep):
+            offset, rows = parts[k]
+            entries.append(Entry(last.name, last.checkpoint, offset=offset, part=k, rows=rows))
+        return entries
+
     # ------------------------------------------------------------------ replace
 
     def _replace(self) -> None:
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
+        self._held = set()  # whoever's they were, the target starts over
         if self.folder:
             if self._replacing is None:
                 self._publish()  # committed before the replace began: old output, shown
@@ -296,6 +383,7 @@ class JSONLines:
     def _commit(self, name: str, data: bytes, rows: int, checkpoint: bytes) -> None:
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
+        check_names(self, self._held, name)
         raw = checkpoint_json(checkpoint)
         if data and self._fd is None:
             self._start_part()
@@ -323,6 +411,7 @@ class JSONLines:
                     os.ftruncate(self._fd, self._offset)
             raise
         self._offset = offset
+        self._held.add(name)
         if self.folder and offset:
             self._rows += rows
             self._staged[self._current] = _Part(self._name(self._current), offset, self._rows)

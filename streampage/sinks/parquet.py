@@ -24,7 +24,8 @@ Each ``write(records)`` becomes one complete Parquet file (one row group) in ``p
 fsynced. Each ``commit`` then appends ``{"name", "checkpoint", "parts"}`` to the journal
 and fsyncs it: from that moment the parts it names are committed. A staged part no journal
 line names was written and not committed: the next ``open`` deletes it. The journal (its
-torn last line, ``replace`` and ``replaced`` lines) is the one described in ``jsonl.py``.
+torn last line, ``replace``, ``replaced`` and ``format`` lines, one checkpoint a target, its
+compaction) is the one described in ``jsonl.py``.
 
 One file: ``finish(name)``, at the end of a run that delivered every page, merges the
 output and the committed parts into ``merging.parquet`` (a row group a part, the output's
@@ -73,8 +74,19 @@ import msgspec.inspect as mi
 
 from .._errors import ConfigurationError
 from ._base import missing_extra
-from ._journal import Entry, Journal, checkpoint_json, replay
-from ._layout import drop_below, fsync_dir, locate, migrate, part_files, shown
+from ._journal import Entry, Journal, Replay, checkpoint_json, last_commits, replay
+from ._layout import (
+    check_format,
+    check_names,
+    drop_below,
+    file_format,
+    fsync_dir,
+    locate,
+    migrate,
+    part_files,
+    part_formats,
+    shown,
+)
 from ._lock import FileLock
 
 if TYPE_CHECKING:
@@ -134,8 +146,10 @@ class Parquet:
                 f"Parquet(schema={schema!r}): pass a pyarrow.Schema, a msgspec.Struct type, "
                 "or None to infer it from the records"
             )
+        #: what the target holds, recorded in its journal: another format is refused
+        self.format = "parquet"
         self._lock = FileLock(self.state / "lock", what=f"the checkpoint of {shown(self)}")
-        self._journal = Journal(self.journal)
+        self._journal = Journal(self.journal, self.format)
         self._struct_fields: dict[type, list[tuple[str, str]]] = {}
         self._reset()
 
@@ -153,6 +167,8 @@ class Parquet:
         self._inferred: Any = None  # the schema of the rows so far, when none is given
         self._base: Any = None  # the schema of the output there already, when none is given
         self._replacing: int | None = None  # an unfinished replace: its first part
+        self._opened_as = ""  # the checkpoint open() was asked for
+        self._held: set[str] = set()  # the checkpoints committed since the last replace
 
     # ------------------------------------------------------------------ the Sink protocol
 
@@ -164,6 +180,8 @@ class Parquet:
         await anyio.to_thread.run_sync(self._replace)
 
     async def write(self, records: Sequence[Any]) -> None:
+        if self._opened:
+            check_names(self, self._held, self._opened_as)
         if records:
             await anyio.to_thread.run_sync(self._write, records)
 
@@ -191,12 +209,13 @@ class Parquet:
                 migrate(self.path.with_name(stem + ".parts"), self.parts_dir)
                 self.path.with_name(stem + ".merging").unlink(missing_ok=True)
             entries = self._journal.load()
+            found = replay(entries or [])
             if entries is None:
                 self._refuse_foreign()
                 self._journal.create()
-                entries = []
-            self._journal.open()
-            found = replay(entries)
+            else:
+                check_format(self, found.format, self._formats_seen(found))
+            self._journal.open(recorded=bool(found.format))
             if not self.parts_dir.is_dir():
                 self.parts_dir.mkdir(mode=0o700)
                 fsync_dir(self.state)  # so that the parts in it outlive a power cut
@@ -215,6 +234,7 @@ class Parquet:
                 if replacing is not None and merged >= replacing:
                     # finish() renamed the new file into place, killed before it said so
                     self._journal.append(Entry(replaced=replacing))
+                    found.replacing, found.replaced = None, replacing
                     replacing = None
                 if replacing is None and merged and self._schema is None:
                     self._base = self._footer_schema(self.path)
@@ -245,15 +265,54 @@ class Parquet:
             self._opened = True
             if self.folder and replacing is None:
                 self._publish()  # the committed rows of a run that died become visible now
+            self._opened_as, self._held = name, set(found.checkpoints)
+            if self._journal.bloated():
+                self._journal.compact(self._compacted(found))
             return found.checkpoints.get(name)
         except BaseException:
             self._shut()
             raise
 
+    def _formats_seen(self, found: Replay) -> dict[str, str]:
+        """The formats the target shows it holds: a folder's published parts, and, for a
+        journal of an older version (it does not say), its commits and output file."""
+        seen = part_formats(self.path) if self.folder else {}
+        if found.format:
+            return seen
+        if not self.folder:
+            fmt = file_format(self.path)
+            if fmt is not None:
+                seen.setdefault(fmt, self.path.name)
+        if "jsonl" in found.kinds:
+            if self.folder:
+                for fmt, name in part_formats(self.parts_dir).items():
+                    seen.setdefault(fmt, name)
+            if not set(seen) - {"parquet"}:
+                seen["jsonl"] = "its journal"
+        return seen
+
+    def _compacted(self, found: Replay) -> list[Entry]:
+        """What the journal says, in few entries (``open``, after its recovery): the replace
+        under way or done, the last checkpoint of each name, then the last commit's name
+        and checkpoint carrying the committed parts not merged or published yet, and the
+        last one that is (so that its loss is still an error)."""
+        entries = []
+        if self._replacing is not None:
+            entries.append(Entry(replace=self._replacing))
+        elif found.replaced:
+            entries.append(Entry(replaced=found.replaced))
+        commits = last_commits(found)
+        if not commits:
+            return entries
+        last = commits.pop()
+        done = [self._merged] if self._merged and self._replacing is None else []
+        last.parts = sorted({*done, *self._committed})
+        return [*entries, *commits, last]
+
     def _refuse_foreign(self) -> None:
         """No journal: the output must not hold data this sink did not write."""
         if self.folder:
-            found = part_files(self.path, _PART)
+            found = part_formats(self.path)
             if found:
                 raise ConfigurationError(
                     f"{shown(self)} holds part files ({min(found.values())}...) and no journal "
@@ -305,6 +364,7 @@ class Parquet:
         for k in self._committed:  # the old output's staged rows, or an earlier replace's
             self._part(k).unlink(missing_ok=True)
         self._committed, self._rows = [], {}
+        self._held = set()  # whoever's they were, the target starts over
         self._replacing = first
         self._base = self._inferred = None  # the new output owes nothing to the old one
 
@@ -355,10 +415,12 @@ class Parquet:
     def _commit(self, name: str, checkpoint: bytes) -> None:
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
+        check_names(self, self._held, name)
         entry = Entry(name=name, checkpoint=checkpoint_json(checkpoint), parts=self._pending)
         if self._pending:
             fsync_dir(self.parts_dir)  # the parts' names are durable before the journal names them
         self._journal.append(entry)
+        self._held.add(name)
         self._committed.extend(self._pending)
         self._pending = []
         unpublished = sum(self._rows[k] for k in self._committed)
