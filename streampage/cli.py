@@ -1251,16 +1251,24 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
         say(str(error))
     if outcome.interrupted:
         print(f"{PROG}: interrupted", file=sys.stderr)
-    if code in (1, 130) and plan.target.sink is not None and s.stats.committed_pages:
+    committed = s.stats.committed_pages
+    if plan.target.sink is not None and (code == 130 or (code == 1 and committed)):
+        # Interrupted, a commit may have landed after the count was last taken: the hint
+        # is given whatever the count says (a resume with nothing committed starts over).
         again = "with --resume in place of --replace" if args.replace else "with --resume"
         kept = (
             " (kept in its hidden state folder until a complete run writes the file)"
             if plan.target.merged_at_end
             else ""
         )
+        where = plan.target.shown + kept
+        done = (
+            f"{committed:,} pages are committed to {where}"
+            if committed
+            else f"{where} keeps what was committed"
+        )
         print(
-            f"{PROG}: {s.stats.committed_pages:,} pages are committed to "
-            f"{plan.target.shown}{kept}; run the command again {again} to fetch the rest",
+            f"{PROG}: {done}; run the command again {again} to fetch the rest",
             file=sys.stderr,
         )
     if plan.stats_json is not None:
