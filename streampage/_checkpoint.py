@@ -153,14 +153,25 @@ class Resume(msgspec.Struct, frozen=True):
     records: int | None = None
 
 
+class Tail(msgspec.Struct, frozen=True, array_like=True):
+    """A source's highest committed page: how many of its records were written, how many
+    completeness counted (None: not countable), and a digest of its first and last written
+    records, which tell whether the page still starts with what was written of it."""
+
+    number: int
+    written: int
+    counted: int | None
+    edges: str | None = None
+
+
 class _SourceState(msgspec.Struct, omit_defaults=True):
     pages: list[list[int]] = []
     walk_url: str | None = None  # walks: the URL of the last committed page, at rest
     walk_number: int | None = None
     records: int | None = None  # records of the committed pages (None: not counted)
-    #: the highest committed page: [number, records written of it, records counted of it
-    #: for completeness (-1: not countable)]
-    tail: list[int] | None = None
+    tail: Tail | None = None
+    #: the tail a resume of a finished run fetches again, until it is committed again
+    reopen: Tail | None = None
 
 
 class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
@@ -185,9 +196,10 @@ class Checkpoint:
         self._pages: dict[str, RangeSet] = {}
         self._next: dict[str, tuple[int, str]] = {}
         self._records: dict[str, int | None] = {}
-        self._tails: dict[str, tuple[int, int, int | None]] = {}
-        #: tails taken out by reopen_tails(): page number -> records already written of it
-        self.reopened: dict[str, tuple[int, int]] = {}
+        self._tails: dict[str, Tail] = {}
+        #: tails to fetch and deliver again (reopen_tails), each until committed again:
+        #: stored, so that a resume cut short before it comes back keeps slicing it
+        self.reopened: dict[str, Tail] = {}
         #: read from a version 1 document (see adopt_legacy)
         self.legacy = False
         #: what the source was: compared on resume, so that a checkpoint is never applied
@@ -201,8 +213,9 @@ class Checkpoint:
             if source.walk_url is not None and source.walk_number is not None:
                 self._next[key] = (source.walk_number, source.walk_url)
             if source.tail is not None:
-                number, written, counted = source.tail
-                self._tails[key] = (number, written, None if counted < 0 else counted)
+                self._tails[key] = source.tail
+            if source.reopen is not None:
+                self.reopened[key] = source.reopen
 
     def commit(
         self,
@@ -211,8 +224,10 @@ class Checkpoint:
         walk: tuple[URL, URL | None] | None,
         records: int | None = None,
         written: int = 0,
+        edges: str | None = None,
     ) -> None:
-        """Page ``number`` of ``source`` is durable, ``written`` of its records with it.
+        """Page ``number`` of ``source`` is durable, ``written`` of its records with it
+        (``edges``: see Tail; of all its records written, this run's and earlier ones').
 
         ``walk`` is (the page's own URL, the command's URL) when the source is a sequential
         walk: a resumed walk fetches the last committed page again to learn the link to the
@@ -224,14 +239,17 @@ class Checkpoint:
             self._records[source] = 0
         pages.add(number)
         held = self._records.get(source)
-        self._records[source] = None if held is None or records is None else held + records
         reopened = self.reopened.get(source)
-        if reopened is not None and reopened[0] == number:
-            written += reopened[1]  # the records an earlier run wrote of this page
+        if reopened is not None and reopened.number == number:
+            # committed before: its count now replaces the earlier one
             del self.reopened[source]
+            written += reopened.written
+            if held is not None:
+                held = None if reopened.counted is None else held - reopened.counted
+        self._records[source] = None if held is None or records is None else held + records
         tail = self._tails.get(source)
-        if tail is None or number >= tail[0]:
-            self._tails[source] = (number, written, records)
+        if tail is None or number >= tail.number:
+            self._tails[source] = Tail(number, written, records, edges)
         if walk is not None:
             current = self._next.get(source)
             if current is None or number > current[0]:
@@ -242,14 +260,10 @@ class Checkpoint:
         again: records the server added to it since (a short last page that filled up, a
         walk's last page) are written then, those already written are skipped (``reopened``
         says how many). Without this, a resume would find only new pages."""
-        for key, (number, written, counted) in self._tails.items():
+        for key, tail in self._tails.items():
             pages = self._pages.get(key)
-            if pages is None or number not in pages:
-                continue
-            pages.discard(number)
-            held = self._records.get(key)
-            self._records[key] = None if held is None or counted is None else held - counted
-            self.reopened[key] = (number, written)
+            if pages is not None and tail.number in pages:
+                self.reopened.setdefault(key, tail)
 
     def pages(self, source: str) -> RangeSet:
         return self._pages.get(source) or RangeSet()
@@ -262,7 +276,14 @@ class Checkpoint:
             return None
         found = self._next.get(source)
         walk = None if found is None else (found[0], restored(found[1], url))
-        return Resume(pages, walk, self._records.get(source))
+        records = self._records.get(source)
+        reopened = self.reopened.get(source)
+        if reopened is not None:  # fetched and delivered again: not done
+            pages = RangeSet(pages.ranges())
+            pages.discard(reopened.number)
+            if records is not None:
+                records = None if reopened.counted is None else records - reopened.counted
+        return Resume(pages, walk, records)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._pages.values())
@@ -274,7 +295,8 @@ class Checkpoint:
                 walk_url=self._next[key][1] if key in self._next else None,
                 walk_number=self._next[key][0] if key in self._next else None,
                 records=self._records.get(key),
-                tail=_tail(self._tails.get(key)),
+                tail=self._tails.get(key),
+                reopen=self.reopened.get(key),
             )
             for key, pages in self._pages.items()
         }
@@ -307,13 +329,6 @@ class Checkpoint:
 
 
 _encode = msgspec.json.Encoder().encode
-
-
-def _tail(tail: tuple[int, int, int | None] | None) -> list[int] | None:
-    if tail is None:
-        return None
-    number, written, counted = tail
-    return [number, written, -1 if counted is None else counted]
 
 
 def source_id(source: Any) -> str:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import msgspec
 
-from ._checkpoint import Checkpoint, legacy_source_id, source_id
+from ._checkpoint import Checkpoint, Tail, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
-from ._errors import ConfigurationError, SinkError, StreamPageError
+from ._errors import ConfigurationError, PaginationError, SinkError, StreamPageError
 from ._fingerprint import differences, fingerprint
 from ._page import Page
+from ._redact import redact_url
 from ._stats import StreamStats
 
 if TYPE_CHECKING:
@@ -180,16 +183,16 @@ async def drain(
                     held.reopen_tails()
             stream._sources.checkpoint = earlier
         records: list[Any] = []
-        pages: list[tuple[str, int, Any, int | None, int]] = []
+        pages: list[tuple[str, int, Any, int | None, int, str | None]] = []
 
         async def commit(
-            records: list[Any], pages: list[tuple[str, int, Any, int | None, int]]
+            records: list[Any], pages: list[tuple[str, int, Any, int | None, int, str | None]]
         ) -> None:
             durable = len(progress)
             if records:
                 await _sinking(sink, "write", sink.write(records), durable)
-            for key, number, walked, counted, written in pages:
-                progress.commit(key, number, walked, counted, written)
+            for key, number, walked, counted, written, whole in pages:
+                progress.commit(key, number, walked, counted, written, whole)
             await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
 
@@ -210,13 +213,14 @@ async def drain(
             async for page in stream:
                 found = extract(page)
                 key = source_id(page.source)
+                whole = edges(found)
                 if reopened:
                     tail = reopened.get(key)
-                    if tail is not None and tail[0] == page.number:
-                        found = found[tail[1] :]  # written by an earlier run: only what is new
+                    if tail is not None and tail.number == page.number:
+                        found = _new_in_tail(tail, found, page)
                 stats.records += len(found)
                 records.extend(found)
-                pages.append((key, page.number, stream._walked, stream._counted, len(found)))
+                pages.append((key, page.number, stream._walked, stream._counted, len(found), whole))
                 if len(records) >= batch:
                     await flush()
             # Every page was delivered (a failure under on_error="skip" leaves the run
@@ -252,6 +256,40 @@ async def _close(sink: Sink, durable: int) -> None:
         if leaving is None:
             raise
         leaving.add_note(str(exc))
+
+
+def edges(records: list[Any]) -> str | None:
+    """A digest of a page's first and last records: enough to tell, when the page is
+    fetched again, whether it still starts with what was written of it."""
+    if not records:
+        return None
+    try:
+        ends = encode(records[0]) + b"\n" + encode(records[-1])
+    except (TypeError, msgspec.EncodeError):
+        return None
+    return hashlib.blake2b(ends, digest_size=8).hexdigest()
+
+
+def _new_in_tail(tail: Tail, found: list[Any], page: Page[Any]) -> list[Any]:
+    """The records of a finished run's last page that it did not write: those after the
+    ones it did, if the page still starts with them. Records inserted before them, or
+    removed, cannot be told apart by position: that is an error, not a guess."""
+    if tail.edges is not None and (
+        len(found) < tail.written or edges(found[: tail.written]) != tail.edges
+    ):
+        shown = redact_url(page.response.url)
+        raise PaginationError(
+            f"page {page.number} ({shown}), the last page of the finished run, no longer "
+            f"starts with the {tail.written} records written of it (records were inserted "
+            "before them, reordered or removed), so the new ones cannot be told apart. "
+            "Start the target over with mode='replace' (streampage fetch --replace)",
+            page=page.number,
+            url=shown,
+        )
+    return found[tail.written :]
+
+
+encode = msgspec.json.Encoder().encode
 
 
 def _adopt_legacy(checkpoint: Checkpoint, stream: Stream[Any]) -> None:

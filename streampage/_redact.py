@@ -28,17 +28,26 @@ SECRET_PARAMS = frozenset(
 
 REDACTED = "REDACTED"
 
-#: Names that look like a credential, for what is stored (checkpoints): looser than
-#: SECRET_PARAMS (private_token, access_key, X-Amz-Signature), since storing a value that
-#: is not a secret costs nothing when it is put back from the command's own URL.
-_LOOKS_SECRET = re.compile(
-    r"key|token|secret|passw|session|signature|auth|credential|^sig$", re.IGNORECASE
+#: Words that make a parameter name look like a credential, for what is stored
+#: (checkpoints), when they are a whole part of the name (``private_token``,
+#: ``X-Amz-Signature``): looser than SECRET_PARAMS, never a substring (``author``,
+#: ``keyword`` and ``sort_key`` are filters, and ``pageToken`` is a cursor).
+_SECRET_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "signature", "credential", "credentials"}
 )
+#: ``<word>_key`` names that hold keys (``access_key``, ``client_key``)
+_KEY_OWNERS = frozenset({"api", "access", "secret", "private", "client", "subscription", "auth"})
 
 
 def looks_secret(name: str) -> bool:
     """A query parameter whose name says its value may be a credential."""
-    return name.lower() in SECRET_PARAMS or _LOOKS_SECRET.search(name) is not None
+    lowered = name.lower()
+    if lowered in SECRET_PARAMS:
+        return True
+    parts = re.split(r"[-_.]", lowered)
+    if any(part in _SECRET_WORDS for part in parts):
+        return True
+    return len(parts) >= 2 and parts[-1] == "key" and parts[-2] in _KEY_OWNERS
 
 
 def redact_url(url: URL | str) -> str:

@@ -7,6 +7,7 @@ and fetch only what is new.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -234,13 +235,18 @@ class GrowingAPI:
     def __init__(self, total: int, per_page: int = 10) -> None:
         self.total, self.per_page = total, per_page
         self.total_on_every_page = True  # else on page 1 alone
+        self.newest_first = False  # records in reverse order of their ids
+        self.slow: dict[int, float] = {}  # page -> seconds before it answers
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         n = int(request.query.get("page", "1"))
-        first = (n - 1) * self.per_page + 1
-        last = min(self.total, n * self.per_page)
-        body: dict[str, Any] = {"items": [item(i) for i in range(first, last + 1)]}
+        await asyncio.sleep(self.slow.get(n, 0.0))
+        ids = list(range(1, self.total + 1))
+        if self.newest_first:
+            ids.reverse()
+        chosen = ids[(n - 1) * self.per_page : n * self.per_page]
+        body: dict[str, Any] = {"items": [item(i) for i in chosen]}
         if n == 1 or self.total_on_every_page:
             body["total"] = self.total
         return web.json_response(body)
@@ -280,6 +286,68 @@ async def test_records_added_to_a_short_last_page_are_found_on_resume(
     assert jsonl_ids(out) == list(range(1, grown + 1))
     again = await run().into(JSONLines(out), mode="resume")
     assert again.records == 0 and jsonl_ids(out) == list(range(1, grown + 1))
+
+
+async def test_a_finished_runs_last_page_stays_reopened_until_it_is_committed_again(
+    growing_api: GrowingAPI, tmp_path: Path
+) -> None:
+    # The resume of a finished run fails after pages 11 and 12 are committed and before
+    # page 10 (its last page, reopened for the records added to it) comes back: the next
+    # resume must still write only page 10's new records.
+    out = tmp_path / "o.jsonl"
+
+    def run() -> streampage.Records:
+        pages = PageNumber(size=10, size_param=None, total_items="total")
+        return streampage.stream(growing_api.url, pages=pages).records("items")
+
+    await run().into(JSONLines(out))
+    growing_api.total, growing_api.slow = 125, {10: 0.5}
+    with pytest.raises(streampage.SinkError):
+        await run().into(Flaky(JSONLines(out), fail_at=3), batch=1, mode="resume")
+    growing_api.slow = {}
+    await run().into(JSONLines(out), mode="resume")
+    assert jsonl_ids(out) == list(range(1, 126))
+
+
+async def test_a_last_page_that_no_longer_starts_with_what_was_written_is_an_error(
+    growing_api: GrowingAPI, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.jsonl"
+
+    def run() -> streampage.Records:
+        pages = PageNumber(size=10, size_param=None, total_items="total")
+        return streampage.stream(growing_api.url, pages=pages).records("items")
+
+    await run().into(JSONLines(out))
+    growing_api.total, growing_api.newest_first = 100, True  # page 10 now holds ids 10..1
+    with pytest.raises(streampage.PaginationError, match="no longer starts with"):
+        await run().into(JSONLines(out), mode="resume")
+    assert jsonl_ids(out) == list(range(1, 96))  # nothing written twice
+
+
+async def test_a_filter_named_like_a_word_in_a_secret_is_part_of_the_source(
+    page_server, tmp_path
+) -> None:
+    server = await page_server(pages=2)
+    out = tmp_path / "o.jsonl"
+    await (
+        streampage.stream(f"{server.url}?author=alice", pages=PageNumber())
+        .records("items")
+        .into(JSONLines(out))
+    )
+    with pytest.raises(streampage.ConfigurationError, match="author=alice"):
+        await (
+            streampage.stream(f"{server.url}?author=bob", pages=PageNumber())
+            .records("items")
+            .into(JSONLines(out), mode="resume")
+        )
+    keywords = [f"{server.url}?keyword=python", f"{server.url}?keyword=rust"]
+    stats = await (
+        streampage.stream(keywords, pages=PageNumber())
+        .records("items")
+        .into(JSONLines(tmp_path / "k.jsonl"))
+    )
+    assert stats.records == 12
 
 
 async def test_a_resumed_run_is_checked_against_the_total_of_a_page_it_does_not_deliver(
