@@ -362,6 +362,8 @@ class _AutoRun:
         self._stopped = False
         #: the first response said there is more than it holds (a total, has_more)
         self._more = False
+        #: the numbering of the paginator chosen (see _fingerprint.numbering), once chosen
+        self.chosen: str | None = None
         self.param: str | None = None
 
     @property
@@ -441,6 +443,9 @@ class _AutoRun:
         run: Any = self._begin(choice)
         run.on_end = self._on_end
         self._run = run
+        from ._fingerprint import numbering  # it builds on describe(), here
+
+        self.chosen = numbering(choice.pages)
         self.param = getattr(run, "param", None)
         if choice.confirm:
             self._confirm = 0

@@ -19,7 +19,7 @@ from ._redact import REDACTED, looks_secret
 if TYPE_CHECKING:
     from ._sources import Sources
 
-__all__ = ["differences", "fingerprint"]
+__all__ = ["chosen_differs", "differences", "fingerprint", "numbering"]
 
 _SHOWN = {"url": "URL", "pages": "paginator", "records": "records"}
 
@@ -35,7 +35,27 @@ def fingerprint(sources: Sources, extract: Any) -> dict[str, str]:
     else:
         url = _url(sources.url(single))
         pages = single.pages if single.pages is not None else pages
-    return {"url": url, "pages": describe(pages), "records": _records(extract)}
+    return {"url": url, "pages": numbering(pages), "records": _records(extract)}
+
+
+def numbering(paginator: Any) -> str:
+    """What a checkpoint's page numbers mean under ``paginator``: its kind, the parameter
+    it sends, and the page size that sets page boundaries. Other options (where a total is
+    read) do not renumber pages, so spelling them otherwise is the same source."""
+    name = type(paginator).__name__
+    if name == "Auto":
+        return "Auto()"
+    if name == "PageNumber":  # a size the server is not sent is the server's own
+        sent = paginator.size if paginator.size_param is not None else None
+        return f"PageNumber(param={paginator.param!r}, size={sent!r})"
+    if name == "Offset":
+        sent = paginator.limit if paginator.limit_param is not None else None
+        return f"Offset(param={paginator.param!r}, limit={sent!r})"
+    if name == "Cursor":
+        return f"Cursor(param={paginator.param!r})"
+    if name in ("NextURL", "LinkHeader"):
+        return f"{name}()"
+    return describe(paginator)
 
 
 def _url(url: URL) -> str:
@@ -66,13 +86,27 @@ _DECIDED_LATER = {"pages": "Auto()", "records": "auto"}
 
 
 def differences(stored: dict[str, str], current: dict[str, str]) -> list[str]:
-    """What changed, one phrase per field: ``URL was '...', now '...'``. Auto on either
-    side matches any paginator (a resume that pins what Auto chose is the same source);
+    """What changed, one phrase per field: ``URL was '...', now '...'``. A paginator is
+    compared by its numbering, Auto by what it chose (``chose``, recorded once it did; a
+    resume with Auto is checked when Auto chooses again: see chosen_differs);
     ``--records auto`` matches any records path."""
     changed = []
     for key, now in current.items():
         was = stored.get(key)
+        if key == "pages" and was == "Auto()":
+            was = stored.get("chose")
         if was is None or was == now or _DECIDED_LATER.get(key) in (was, now):
             continue
         changed.append(f"{_SHOWN.get(key, key)} was {was!r}, now {now!r}")
     return changed
+
+
+def chosen_differs(stored: dict[str, str], chosen: str) -> str | None:
+    """The difference when pages=auto, resumed, chose another numbering than the run that
+    wrote the checkpoint used (its paginator, or Auto's choice then)."""
+    was = stored.get("pages")
+    if was == "Auto()":
+        was = stored.get("chose")
+    if was is None or was == chosen:
+        return None
+    return f"paginator was {was!r}, now pages=auto chose {chosen!r}"

@@ -21,7 +21,7 @@ import msgspec
 from ._checkpoint import Checkpoint, Tail, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, PaginationError, SinkError, StreamPageError
-from ._fingerprint import differences, fingerprint
+from ._fingerprint import chosen_differs, differences, fingerprint
 from ._page import Page
 from ._redact import redact_url
 from ._stats import StreamStats
@@ -162,6 +162,7 @@ async def drain(
         )
     stats = stream.stats
     progress = Checkpoint(fingerprint=source)
+    earlier_source: dict[str, str] | None = None
     committing: asyncio.Task[None] | None = None
     try:
         stored = await _sinking(sink, "open", sink.open(name), 0)
@@ -173,8 +174,11 @@ async def drain(
         elif stored is not None:
             earlier = Checkpoint.from_json(stored)
             _check_resume(sink, name, mode, earlier, source)
+            earlier_source = earlier.fingerprint
             progress = Checkpoint.from_json(stored)
-            progress.fingerprint, progress.finished = source, False
+            progress.fingerprint, progress.finished = dict(source), False
+            if source.get("pages") == "Auto()" and earlier_source and "chose" in earlier_source:
+                progress.fingerprint["chose"] = earlier_source["chose"]  # until Auto chooses
             stats.resumed_pages = len(earlier)
             stats.resumed_finished = earlier.finished
             for held in (earlier, progress):
@@ -210,7 +214,12 @@ async def drain(
 
         async with stream:
             reopened = progress.reopened
+            unchosen = source.get("pages") == "Auto()" and stream._sources.single is not None
             async for page in stream:
+                if unchosen and stream._chosen is not None:
+                    unchosen = False  # pages=auto has chosen: the same numbering as before?
+                    _check_choice(sink, name, earlier_source, stream._chosen)
+                    progress.fingerprint = {**source, "chose": stream._chosen}
                 found = extract(page)
                 key = source_id(page.source)
                 whole = edges(found)
@@ -256,6 +265,19 @@ async def _close(sink: Sink, durable: int) -> None:
         if leaving is None:
             raise
         leaving.add_note(str(exc))
+
+
+def _check_choice(sink: Sink, name: str, stored: dict[str, str] | None, chosen: str) -> None:
+    """Resumed with pages=auto: Auto's choice must number pages as the earlier run did, or
+    the committed page numbers would name other pages. Checked before anything of this
+    run is committed."""
+    changed = None if stored is None else chosen_differs(stored, chosen)
+    if changed:
+        raise ConfigurationError(
+            f"{sink!r} holds checkpoint {name!r} of another source: {changed}. Name the "
+            "paginator the earlier run used (pages=...), or start the target over with "
+            "mode='replace' (--replace)"
+        )
 
 
 def edges(records: list[Any]) -> str | None:

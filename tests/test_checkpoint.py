@@ -24,6 +24,7 @@ from yarl import URL
 import streampage
 from streampage import Cursor, PageNumber
 from streampage._checkpoint import Checkpoint, at_rest, restored
+from streampage._fingerprint import chosen_differs
 from streampage.sinks import JSONLines, SQLite
 
 PASSWORD = "pa55-w0rd-XYZ"
@@ -479,3 +480,37 @@ async def test_a_version_1_checkpoint_resumes_without_duplicates_or_its_secrets(
         (state,) = conn.execute("SELECT checkpoint FROM streampage_checkpoints").fetchone()
     assert ids == list(range(1, 13))
     assert API_KEY not in state
+
+
+def test_auto_resumed_must_choose_the_numbering_the_earlier_run_used() -> None:
+    stored = {"url": "u", "pages": "Offset(param='offset', limit=10)", "records": "items"}
+    assert chosen_differs(stored, "PageNumber(param='page', size=None)") is not None
+    assert chosen_differs(stored, "Offset(param='offset', limit=10)") is None
+    auto = {**stored, "pages": "Auto()", "chose": "PageNumber(param='page', size=None)"}
+    assert chosen_differs(auto, "PageNumber(param='page', size=None)") is None
+    assert chosen_differs(auto, "Cursor(param='cursor')") is not None
+
+
+async def test_what_auto_chose_is_kept_and_checked_on_resume(page_server, tmp_path) -> None:
+    server = await page_server(pages=6)  # echoes its page number: auto picks PageNumber
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(streampage.SinkError):  # pages=auto, cut short after a commit
+        await (
+            streampage.stream(server.url)
+            .records("items")
+            .into(Flaky(JSONLines(out), fail_at=2), batch=1)
+        )
+    offsets = streampage.Offset(limit=3)
+    with pytest.raises(streampage.ConfigurationError, match="paginator was .PageNumber"):
+        await (
+            streampage.stream(server.url, pages=offsets)
+            .records("items")
+            .into(JSONLines(out), mode="resume")
+        )
+    # pinning what Auto chose, in its own spelling, is the same source
+    stats = await (
+        streampage.stream(server.url, pages=PageNumber())
+        .records("items")
+        .into(JSONLines(out), mode="resume")
+    )
+    assert stats.resumed_pages >= 1 and jsonl_ids(out) == list(range(1, 19))

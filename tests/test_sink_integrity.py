@@ -423,9 +423,14 @@ class Target:
             return read_folder(*self.dataset(name))
         if self.kind == "parquet":
             path = self.root / f"{name}.parquet"
-            if not path.exists():
+            # One open file: given a path, pyarrow opens it once for the footer and again
+            # for the pages, and a rename in between pairs one file's footer with another's
+            # pages. A file replaced by a rename is whole to whoever holds it open.
+            try:
+                with open(path, "rb") as f:
+                    return pq.read_table(f, columns=["id"]).column("id").to_pylist()
+            except FileNotFoundError:
                 return []
-            return pq.read_table(path, columns=["id"]).column("id").to_pylist()
         db = self.root / "x.db"
         if not db.exists():
             return []
