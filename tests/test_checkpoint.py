@@ -501,7 +501,7 @@ async def test_what_auto_chose_is_kept_and_checked_on_resume(page_server, tmp_pa
             .into(Flaky(JSONLines(out), fail_at=2), batch=1)
         )
     offsets = streampage.Offset(limit=3)
-    with pytest.raises(streampage.ConfigurationError, match="paginator was .PageNumber"):
+    with pytest.raises(streampage.ConfigurationError, match=r"paginator was .PageNumber"):
         await (
             streampage.stream(server.url, pages=offsets)
             .records("items")

@@ -30,8 +30,14 @@ pq = pytest.importorskip("pyarrow.parquet")
 pads = pytest.importorskip("pyarrow.dataset")
 
 import streampage  # noqa: E402
-from streampage.sinks import Parquet  # noqa: E402
+from streampage.sinks import Parquet as Sink  # noqa: E402
 from streampage.sinks.parquet import struct_schema  # noqa: E402
+
+
+def Parquet(*args: Any, **kwargs: Any) -> Sink:
+    """The sink with a row group per committed batch, as most tests here read which
+    batches a file holds from its row groups (merged files gather them by default)."""
+    return Sink(*args, **{"row_group_rows": 1, **kwargs})
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
@@ -58,7 +64,7 @@ def cp(n: int) -> bytes:
     return msgspec.json.encode({"n": n})
 
 
-def crash(sink: Parquet) -> None:
+def crash(sink: Sink) -> None:
     """What SIGKILL leaves: files as written, nothing merged, the lock let go."""
     sink._shut()
 
@@ -567,7 +573,7 @@ import asyncio, sys
 from streampage.sinks import Parquet
 
 async def main():
-    await Parquet(sys.argv[1]).open("run")
+    await Parquet(sys.argv[1], row_group_rows=1).open("run")
     print("held", flush=True)
     await asyncio.sleep(60)
 
@@ -1100,7 +1106,7 @@ import asyncio, sys, msgspec
 from streampage.sinks import Parquet
 
 async def main():
-    sink = Parquet(sys.argv[1], part_rows=int(sys.argv[2]))
+    sink = Parquet(sys.argv[1], part_rows=int(sys.argv[2]), row_group_rows=1)
     found = await sink.open("run")
     n = 0 if found is None else msgspec.json.decode(found)["n"]
     print(n, flush=True)
@@ -1258,3 +1264,17 @@ async def test_into_parquet_resumes_after_a_failure(tmp_path: Path, page_server:
             .records("items")
             .into(Parquet(path))
         )
+
+
+async def test_a_merged_file_gathers_batches_into_large_row_groups(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    sink = Sink(path, row_group_rows=5)
+    await sink.open("run")
+    for n in range(1, 7):  # six batches of 2 rows
+        await sink.write([{"batch": n, "row": r} for r in range(2)])
+        await sink.commit("run", b"{}")
+    await sink.finish("run")
+    await sink.close()
+    assert row_groups(path) == [6, 6]  # gathered past 5 rows, then the rest
+    assert len(rows(path)) == 12
+    assert Sink(tmp_path / "d.parquet").row_group_rows == 131_072

@@ -1,4 +1,4 @@
-"""Parquet with pyarrow: one row group per committed batch, exactly once under SIGKILL.
+"""Parquet with pyarrow: batches staged, then merged by an atomic rename; exactly once.
 
 A Parquet file cannot be appended to (its footer, written last, indexes it), and a file
 killed mid-write has no footer at all. So each batch is first staged as a Parquet file of
@@ -28,12 +28,12 @@ torn last line, ``replace``, ``replaced`` and ``format`` lines, one checkpoint a
 compaction) is the one described in ``jsonl.py``.
 
 One file: ``finish(name)``, at the end of a run that delivered every page, merges the
-output and the committed parts into ``merging.parquet`` (a row group a part, the output's
-first), fsyncs it and renames it over the output: the file is rewritten once a run, not
-once a batch. ``close`` without ``finish`` (a failed run) leaves the committed parts staged;
-a later run's ``finish`` merges them. The file records in its metadata (``streampage.parts``)
-the last part it holds, so a kill between the rename and the deletion of the merged parts
-cannot merge them twice.
+output and the committed parts into ``merging.parquet`` (the output's rows first, in row
+groups of about ``row_group_rows``), fsyncs it and renames it over the output: the file
+is rewritten once a run, not once a batch. ``close`` without ``finish`` (a failed run)
+leaves the committed parts staged; a later run's ``finish`` merges them. The file records
+in its metadata (``streampage.parts``) the last part it holds, so a kill between the
+rename and the deletion of the merged parts cannot merge them twice.
 
 A folder: committed parts are merged into one new part file, published by a rename, at
 ``close`` (after success and after failure), at ``finish``, and whenever the committed rows
@@ -111,12 +111,15 @@ def _pyarrow() -> Any:
 
 
 class Parquet:
-    """Records into the Parquet file ``path``, a row group per committed batch; or, when
+    """Records into the Parquet file ``path``, merged when a run completes; or, when
     ``path`` ends with ``/`` or is a directory, into part files of that folder, each of
     about ``part_rows`` rows at most (a run's rows, or ``part_rows`` of them).
 
     ``schema``: a ``pyarrow.Schema``, a msgspec Struct type, or None (inferred from the
     records). ``compression``: any codec Parquet knows (``"zstd"``, ``"snappy"``, ``"none"``).
+    ``row_group_rows``: the rows a merged row group gathers from the staged batches (a row
+    group per batch would make a footer that grows with every batch, read by every reader
+    and by the next open, and columns too short to compress well).
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class Parquet:
         schema: pyarrow.Schema | type | None = None,
         compression: str = "zstd",
         part_rows: int = 1_000_000,
+        row_group_rows: int = 131_072,
     ) -> None:
         self._pa = _pyarrow()
         self.path, self.folder, self.state = locate(path)
@@ -136,6 +140,9 @@ class Parquet:
         if part_rows < 1:
             raise ConfigurationError(f"Parquet(part_rows={part_rows}) must be at least 1")
         self.part_rows = part_rows
+        if row_group_rows < 1:
+            raise ConfigurationError(f"Parquet(row_group_rows={row_group_rows}) must be at least 1")
+        self.row_group_rows = row_group_rows
         self._schema: Any = None  # the given schema, as a pyarrow.Schema
         if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
             self._schema = struct_schema(schema)
@@ -572,33 +579,59 @@ class Parquet:
             writer = pa.parquet.ParquetWriter(
                 f, target.with_metadata(metadata), compression=self.compression
             )
+            groups = _Groups(pa, writer, target, self.row_group_rows)
             try:
                 if old is not None:
                     for i in range(old.num_row_groups):
-                        _write_group(pa, writer, old.read_row_group(i), target)
+                        groups.add(old.read_row_group(i))
                 for k in parts:
                     with pa.parquet.ParquetFile(self._part(k)) as part:
-                        _write_group(pa, writer, part.read(), target)
+                        groups.add(part.read())
+                groups.flush()
             finally:
                 writer.close()
             f.flush()
             os.fsync(f.fileno())
 
 
-def _write_group(pa: Any, writer: Any, table: Any, schema: Any) -> None:
-    """Write ``table`` as one row group, its columns made to fit ``schema``."""
-    if table.num_rows == 0:
-        return
-    if not table.schema.equals(schema, check_metadata=False):
-        columns = []
-        for field in schema:
-            if field.name in table.column_names:
-                column = table.column(field.name)
-                columns.append(column if column.type == field.type else column.cast(field.type))
-            else:
-                columns.append(pa.nulls(table.num_rows, field.type))
-        table = pa.Table.from_arrays(columns, schema=schema)
-    writer.write_table(table, row_group_size=table.num_rows)
+class _Groups:
+    """Tables on their way into a merged file, gathered into row groups of about ``rows``
+    rows (a table larger than that is a row group of its own), each made to fit the
+    file's schema."""
+
+    def __init__(self, pa: Any, writer: Any, schema: Any, rows: int) -> None:
+        self._pa, self._writer, self._schema, self._target = pa, writer, schema, rows
+        self._held: list[Any] = []
+        self._rows = 0
+
+    def add(self, table: Any) -> None:
+        if table.num_rows == 0:
+            return
+        self._held.append(_conform(self._pa, table, self._schema))
+        self._rows += table.num_rows
+        if self._rows >= self._target:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        table = self._pa.concat_tables(self._held)
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._held, self._rows = [], 0
+
+
+def _conform(pa: Any, table: Any, schema: Any) -> Any:
+    """``table`` with its columns made to fit ``schema`` (cast, or null when missing)."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _unify(pa: Any, schemas: list[Any]) -> Any:
