@@ -435,6 +435,7 @@ class _AutoRun:
                 "only page (name a paginator with pages=... if there are more)",
                 redact_url(page.response.url),
             )
+            self.chosen = "one page"
             self._decided.set()
             return self._resume is None or 1 not in self._resume.done
         logger.info(
@@ -445,7 +446,8 @@ class _AutoRun:
         self._run = run
         from ._fingerprint import numbering  # it builds on describe(), here
 
-        self.chosen = numbering(choice.pages)
+        spec = choice.pages  # numbered from 1 here: a PageNumber's start is a shift
+        self.chosen = numbering(spec, spec.start - 1 if isinstance(spec, PageNumber) else 0)
         self.param = getattr(run, "param", None)
         if choice.confirm:
             self._confirm = 0

@@ -19,7 +19,7 @@ from ._redact import REDACTED, looks_secret
 if TYPE_CHECKING:
     from ._sources import Sources
 
-__all__ = ["chosen_differs", "differences", "fingerprint", "numbering"]
+__all__ = ["auto_unchecked", "chosen_differs", "differences", "fingerprint", "numbering"]
 
 _SHOWN = {"url": "URL", "pages": "paginator", "records": "records"}
 
@@ -38,19 +38,23 @@ def fingerprint(sources: Sources, extract: Any) -> dict[str, str]:
     return {"url": url, "pages": numbering(pages), "records": _records(extract)}
 
 
-def numbering(paginator: Any) -> str:
+def numbering(paginator: Any, shift: int = 0) -> str:
     """What a checkpoint's page numbers mean under ``paginator``: its kind, the parameter
-    it sends, and the page size that sets page boundaries. Other options (where a total is
-    read) do not renumber pages, so spelling them otherwise is the same source."""
+    it sends and the value page ``n`` sends (``n + shift``: pages=auto numbers from 1 and
+    shifts a 0-based parameter), the page size that sets page boundaries, an offset's
+    start and step. Other options (where a total is read) do not renumber pages, so
+    spelling them otherwise is the same source."""
     name = type(paginator).__name__
     if name == "Auto":
         return "Auto()"
     if name == "PageNumber":  # a size the server is not sent is the server's own
         sent = paginator.size if paginator.size_param is not None else None
-        return f"PageNumber(param={paginator.param!r}, size={sent!r})"
+        return f"PageNumber(param={paginator.param!r}, size={sent!r}, value=n{shift:+d})"
     if name == "Offset":
-        sent = paginator.limit if paginator.limit_param is not None else None
-        return f"Offset(param={paginator.param!r}, limit={sent!r})"
+        return (
+            f"Offset(param={paginator.param!r}, start={paginator.start!r}, "
+            f"limit={paginator.limit!r})"
+        )
     if name == "Cursor":
         return f"Cursor(param={paginator.param!r})"
     if name in ("NextURL", "LinkHeader"):
@@ -110,3 +114,11 @@ def chosen_differs(stored: dict[str, str], chosen: str) -> str | None:
     if was is None or was == chosen:
         return None
     return f"paginator was {was!r}, now pages=auto chose {chosen!r}"
+
+
+def auto_unchecked(stored: dict[str, str], current: dict[str, str], many: bool) -> str | None:
+    """Many sources resumed with pages=auto after a named paginator: Auto's choice for
+    each source cannot be compared with what numbered its committed pages."""
+    if many and current.get("pages") == "Auto()" and stored.get("pages") not in (None, "Auto()"):
+        return f"paginator was {stored['pages']!r}, now pages=auto (for many sources)"
+    return None

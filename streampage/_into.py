@@ -21,7 +21,7 @@ import msgspec
 from ._checkpoint import Checkpoint, Tail, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, PaginationError, SinkError, StreamPageError
-from ._fingerprint import chosen_differs, differences, fingerprint
+from ._fingerprint import auto_unchecked, chosen_differs, differences, fingerprint
 from ._page import Page
 from ._redact import redact_url
 from ._stats import StreamStats
@@ -173,7 +173,7 @@ async def drain(
             await _sinking(sink, "replace", replace(name), 0)
         elif stored is not None:
             earlier = Checkpoint.from_json(stored)
-            _check_resume(sink, name, mode, earlier, source)
+            _check_resume(sink, name, mode, earlier, source, stream._sources.single is None)
             earlier_source = earlier.fingerprint
             progress = Checkpoint.from_json(stored)
             progress.fingerprint, progress.finished = dict(source), False
@@ -214,12 +214,13 @@ async def drain(
 
         async with stream:
             reopened = progress.reopened
-            unchosen = source.get("pages") == "Auto()" and stream._sources.single is not None
+            sources = stream._sources
+            unchosen = source.get("pages") == "Auto()" and sources.single is not None
             async for page in stream:
-                if unchosen and stream._chosen is not None:
+                if unchosen and sources.chosen is not None:
                     unchosen = False  # pages=auto has chosen: the same numbering as before?
-                    _check_choice(sink, name, earlier_source, stream._chosen)
-                    progress.fingerprint = {**source, "chose": stream._chosen}
+                    _check_choice(sink, name, earlier_source, sources.chosen)
+                    progress.fingerprint = {**source, "chose": sources.chosen}
                 found = extract(page)
                 key = source_id(page.source)
                 whole = edges(found)
@@ -235,6 +236,10 @@ async def drain(
             # Every page was delivered (a failure under on_error="skip" leaves the run
             # unfinished: a resume fetches the failed pages). The last commit says so, and
             # only the last: the one before it must be durable first.
+            if unchosen:  # nothing delivered: what Auto chose, if it did, is checked now
+                _check_choice(sink, name, earlier_source, sources.chosen)
+                if sources.chosen is not None:
+                    progress.fingerprint = {**source, "chose": sources.chosen}
             if committing is not None:
                 await committing
             progress.finished = not stream.failures
@@ -267,11 +272,11 @@ async def _close(sink: Sink, durable: int) -> None:
         leaving.add_note(str(exc))
 
 
-def _check_choice(sink: Sink, name: str, stored: dict[str, str] | None, chosen: str) -> None:
+def _check_choice(sink: Sink, name: str, stored: dict[str, str] | None, chosen: str | None) -> None:
     """Resumed with pages=auto: Auto's choice must number pages as the earlier run did, or
     the committed page numbers would name other pages. Checked before anything of this
-    run is committed."""
-    changed = None if stored is None else chosen_differs(stored, chosen)
+    run is committed (``chosen`` None: Auto never chose, the resume fetched nothing)."""
+    changed = None if stored is None else chosen_differs(stored, chosen or "nothing")
     if changed:
         raise ConfigurationError(
             f"{sink!r} holds checkpoint {name!r} of another source: {changed}. Name the "
@@ -323,7 +328,12 @@ def _adopt_legacy(checkpoint: Checkpoint, stream: Stream[Any]) -> None:
 
 
 def _check_resume(
-    sink: Sink, name: str, mode: Mode, earlier: Checkpoint, source: dict[str, str]
+    sink: Sink,
+    name: str,
+    mode: Mode,
+    earlier: Checkpoint,
+    source: dict[str, str],
+    many: bool = False,
 ) -> None:
     """A stored checkpoint is gone on from only when asked to, and only for its own source."""
     if mode != "resume":
@@ -336,6 +346,9 @@ def _check_resume(
     if earlier.fingerprint is None:
         return  # written before checkpoints had fingerprints
     changed = differences(earlier.fingerprint, source)
+    unchecked = auto_unchecked(earlier.fingerprint, source, many)
+    if unchecked:
+        changed.append(unchecked)
     if changed:
         raise ConfigurationError(
             f"{sink!r} holds checkpoint {name!r} of another source: {'; '.join(changed)}. "

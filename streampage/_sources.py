@@ -175,6 +175,8 @@ class Sources:
         #: source id -> its URL's digest, for sources with credentials: two sources that
         #: differ in their credentials alone have one id (ids hold no secret)
         self._credentialed: dict[str, bytes] = {}
+        #: the single source's paginator run, once it has begun
+        self._single_run: PaginatorRun | None = None
         self.single: Source | None = None
         self._many: Iterable[Any] | AsyncIterable[Any] | None = None
         if isinstance(sources, Source | str | URL) or (
@@ -189,6 +191,12 @@ class Sources:
                 f"{sources!r} is neither a URL nor sources; pass a URL, a list or an async "
                 "iterable of URLs, (url, params) pairs or streampage.Source(...)"
             )
+
+    @property
+    def chosen(self) -> str | None:
+        """What pages=auto chose for the single source (see _fingerprint.numbering), once
+        it has; None before, or for another paginator."""
+        return getattr(self._single_run, "chosen", None)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -225,6 +233,8 @@ class Sources:
             self._one_per_id(key, url)
         resume = self.checkpoint.resume(key, url) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)
+        if source is self.single:
+            self._single_run = run
         tally = Tally(url, own=own_totals(paginator), generic=self._verify)
         if resume is not None:
             tally.resumed(len(resume.done), resume.records)

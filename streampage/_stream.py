@@ -131,8 +131,6 @@ class Stream(Generic[T]):
         #: source is a sequential walk: into() keeps it in the checkpoint, where a resumed
         #: walk starts again
         self._walked: tuple[URL, URL | None] | None = None
-        #: what pages=auto chose for the page delivered last (see _fingerprint.numbering)
-        self._chosen: str | None = None
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
@@ -346,7 +344,6 @@ class Stream(Generic[T]):
         count = getattr(walk.run, "count", count_records)(page.data)
         walk.tally.observe(page, count)
         self._counted = count
-        self._chosen = getattr(walk.run, "chosen", None)
         walks = getattr(walk.run, "walks", False)
         self._walked = (page.response.url, walk.command) if walks else None
         return page

@@ -235,7 +235,7 @@ class GrowingAPI:
 
     def __init__(self, total: int, per_page: int = 10) -> None:
         self.total, self.per_page = total, per_page
-        self.total_on_every_page = True  # else on page 1 alone
+        self.total_on_every_page: bool | None = True  # False: page 1 alone; None: never
         self.newest_first = False  # records in reverse order of their ids
         self.slow: dict[int, float] = {}  # page -> seconds before it answers
         self.url = ""
@@ -248,7 +248,7 @@ class GrowingAPI:
             ids.reverse()
         chosen = ids[(n - 1) * self.per_page : n * self.per_page]
         body: dict[str, Any] = {"items": [item(i) for i in chosen]}
-        if n == 1 or self.total_on_every_page:
+        if self.total_on_every_page is not None and (n == 1 or self.total_on_every_page):
             body["total"] = self.total
         return web.json_response(body)
 
@@ -514,3 +514,95 @@ async def test_what_auto_chose_is_kept_and_checked_on_resume(page_server, tmp_pa
         .into(JSONLines(out), mode="resume")
     )
     assert stats.resumed_pages >= 1 and jsonl_ids(out) == list(range(1, 19))
+
+
+class SpringAPI:
+    """Spring Data's page: ``?page=`` from 0, ``{"content", "number", "totalPages"}``."""
+
+    def __init__(self, pages: int = 5, per_page: int = 3) -> None:
+        self.pages, self.per_page = pages, per_page
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        n = int(request.query.get("page", "0"))
+        first = n * self.per_page + 1
+        ids = range(first, first + self.per_page) if n < self.pages else range(0)
+        return web.json_response(
+            {"content": [item(i) for i in ids], "number": n, "totalPages": self.pages}
+        )
+
+
+@pytest.fixture
+async def spring_api() -> AsyncIterator[SpringAPI]:
+    api = SpringAPI()
+    app = web.Application()
+    app.router.add_get("/items", api.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}/items"
+    yield api
+    await runner.cleanup()
+
+
+async def test_a_zero_based_choice_of_auto_is_not_an_explicit_start_0(
+    spring_api: SpringAPI, tmp_path: Path
+) -> None:
+    # Auto numbers pages from 1 and sends page=n-1; PageNumber(start=0) numbers them from
+    # 0 and sends page=n: the same page numbers name other pages
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(streampage.SinkError):
+        await (
+            streampage.stream(spring_api.url)
+            .records("content")
+            .into(Flaky(JSONLines(out), fail_at=2), batch=1)
+        )
+    explicit = PageNumber(start=0, size_param=None, total_pages="totalPages")
+    with pytest.raises(streampage.ConfigurationError, match="another source"):
+        await (
+            streampage.stream(spring_api.url, pages=explicit)
+            .records("content")
+            .into(JSONLines(out), mode="resume")
+        )
+    stats = (
+        await streampage.stream(spring_api.url)
+        .records("content")
+        .into(JSONLines(out), mode="resume")
+    )
+    assert stats.resumed_pages >= 1 and jsonl_ids(out) == list(range(1, 16))
+
+
+async def test_an_offset_resumed_from_another_start_is_another_source(tmp_path) -> None:
+    # the numbering alone decides: an Offset from 0 and one from 10 name other pages by
+    # the same numbers (checked before any request)
+    out = tmp_path / "o.jsonl"
+    earlier = Checkpoint(fingerprint={"url": "u", "pages": "", "records": "items"})
+    from streampage._fingerprint import differences, numbering
+
+    was = {"url": "u", "pages": numbering(streampage.Offset(limit=3, start=0)), "records": "i"}
+    now = {**was, "pages": numbering(streampage.Offset(limit=3, start=10))}
+    assert differences(was, now) and "start=10" in differences(was, now)[0]
+    assert not differences(was, {**was})
+    del earlier, out
+
+
+async def test_auto_that_sees_one_page_cannot_resume_a_named_paginators_run(
+    growing_api: GrowingAPI, tmp_path: Path
+) -> None:
+    # {"items"} alone: Auto calls page 1 the only page, while the earlier run numbered
+    # ten pages by ?page= (and no total could tell the resume it fell short)
+    out = tmp_path / "o.jsonl"
+    growing_api.total_on_every_page = None
+    pages = PageNumber()
+    with pytest.raises(streampage.SinkError):
+        await (
+            streampage.stream(growing_api.url, pages=pages)
+            .records("items")
+            .into(Flaky(JSONLines(out), fail_at=3), batch=1)
+        )
+    with pytest.raises(streampage.ConfigurationError, match="another source"):
+        await (
+            streampage.stream(growing_api.url).records("items").into(JSONLines(out), mode="resume")
+        )
+    assert jsonl_ids(out) == list(range(1, 21))  # nothing more was written
