@@ -111,14 +111,18 @@ def chosen_differs(stored: dict[str, str], chosen: str) -> str | None:
     was = stored.get("pages")
     if was == "Auto()":
         was = stored.get("chose")
+        if was == "one page":
+            return None  # page 1, the URL as given, is page 1 of whatever Auto chooses now
     if was is None or was == chosen:
         return None
     return f"paginator was {was!r}, now pages=auto chose {chosen!r}"
 
 
 def auto_unchecked(stored: dict[str, str], current: dict[str, str], many: bool) -> str | None:
-    """Many sources resumed with pages=auto after a named paginator: Auto's choice for
-    each source cannot be compared with what numbered its committed pages."""
-    if many and current.get("pages") == "Auto()" and stored.get("pages") not in (None, "Auto()"):
-        return f"paginator was {stored['pages']!r}, now pages=auto (for many sources)"
+    """Many sources resumed with pages=auto after a named paginator, or the reverse:
+    Auto's choice for each source is not kept, so it cannot be compared with what
+    numbered the committed pages."""
+    was, now = stored.get("pages"), current.get("pages")
+    if many and was is not None and was != now and "Auto()" in (was, now):
+        return f"paginator was {was!r}, now {now!r} (Auto's choice is not kept per source)"
     return None

@@ -236,10 +236,11 @@ async def drain(
             # Every page was delivered (a failure under on_error="skip" leaves the run
             # unfinished: a resume fetches the failed pages). The last commit says so, and
             # only the last: the one before it must be durable first.
-            if unchosen:  # nothing delivered: what Auto chose, if it did, is checked now
+            if unchosen and sources.chosen is not None:
+                # nothing delivered: what Auto chose is checked now (it chose nothing only
+                # when page 1 failed, which the run reports: then nothing is finished)
                 _check_choice(sink, name, earlier_source, sources.chosen)
-                if sources.chosen is not None:
-                    progress.fingerprint = {**source, "chose": sources.chosen}
+                progress.fingerprint = {**source, "chose": sources.chosen}
             if committing is not None:
                 await committing
             progress.finished = not stream.failures
@@ -272,11 +273,11 @@ async def _close(sink: Sink, durable: int) -> None:
         leaving.add_note(str(exc))
 
 
-def _check_choice(sink: Sink, name: str, stored: dict[str, str] | None, chosen: str | None) -> None:
+def _check_choice(sink: Sink, name: str, stored: dict[str, str] | None, chosen: str) -> None:
     """Resumed with pages=auto: Auto's choice must number pages as the earlier run did, or
     the committed page numbers would name other pages. Checked before anything of this
-    run is committed (``chosen`` None: Auto never chose, the resume fetched nothing)."""
-    changed = None if stored is None else chosen_differs(stored, chosen or "nothing")
+    run is committed."""
+    changed = None if stored is None else chosen_differs(stored, chosen)
     if changed:
         raise ConfigurationError(
             f"{sink!r} holds checkpoint {name!r} of another source: {changed}. Name the "

@@ -606,3 +606,34 @@ async def test_auto_that_sees_one_page_cannot_resume_a_named_paginators_run(
             streampage.stream(growing_api.url).records("items").into(JSONLines(out), mode="resume")
         )
     assert jsonl_ids(out) == list(range(1, 21))  # nothing more was written
+
+
+def test_many_sources_cannot_switch_between_auto_and_a_named_paginator() -> None:
+    from streampage._fingerprint import auto_unchecked
+
+    auto = {"url": "many sources", "pages": "Auto()", "records": "items"}
+    named = {**auto, "pages": "PageNumber(param='page', size=None, value=n+0)"}
+    assert auto_unchecked(auto, named, many=True) is not None
+    assert auto_unchecked(named, auto, many=True) is not None
+    assert auto_unchecked(auto, auto, many=True) is None
+    assert auto_unchecked(auto, named, many=False) is None  # one source: Auto's choice kept
+
+
+def test_a_run_where_auto_saw_one_page_resumes_under_any_choice_of_auto() -> None:
+    stored = {"url": "u", "pages": "Auto()", "chose": "one page", "records": "items"}
+    assert chosen_differs(stored, "PageNumber(param='page', size=None, value=n+0)") is None
+
+
+async def test_a_resume_whose_first_page_fails_reports_the_failure(page_server, tmp_path):
+    server = await page_server(pages=4)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(streampage.SinkError):
+        await (
+            streampage.stream(server.url)
+            .records("items")
+            .into(Flaky(JSONLines(out), fail_at=2), batch=1)
+        )
+    server.fail[1] = 503
+    s = streampage.stream(server.url, on_error="skip", retry=streampage.RetryPolicy(attempts=1))
+    await s.records("items").into(JSONLines(out), mode="resume")
+    assert [f.page for f in s.failures] == [1]  # the failure, not "another source"
