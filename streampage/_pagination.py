@@ -375,13 +375,18 @@ class _IndexedRun:
         return as_count(get_path(page.data, name)) if name else None
 
     def _step(self, page: Page[Any], served: int | None) -> int | None:
-        """What the offsets step by, read from a first page that holds fewer records than
-        the limit asked for: the limit the body echoes, if it does (the server says what it
-        used; a server that filters records out of full pages echoes the full limit); else
-        what was served, when the page says there is more (a total above it, has_more): a
-        cap. Else the page is simply the last, and the step stays."""
+        """What the offsets step by, read from the first page. More records than the limit:
+        what was served (the server's own page size). Fewer: the limit the body echoes, if
+        it does (the server says what it used; a server that filters records out of full
+        pages echoes the full limit); else what was served, when the page says there is
+        more (a total above it, has_more): a cap. Else the page is simply the last, and the
+        step stays."""
         assert self._offsets is not None
         asked = self._offsets[1]
+        if served and served > asked:
+            # More than the limit: the server pages by its own size (the limit is not sent,
+            # or not heeded). Stepping by the limit would deliver records twice.
+            return served
         if not served or served >= asked:
             return None
         echoed = self._echoed_limit(page)

@@ -263,6 +263,15 @@ async def test_offset_without_a_total_on_a_capped_server() -> None:
     assert_every_record_once(result, api.ids)  # the offsets step by the 1000 served
 
 
+async def test_offset_steps_by_what_a_server_serves_above_the_limit() -> None:
+    """Offset(limit=5, limit_param=None) does not send the limit: DRF serves its default
+    of 10 a page, and offsets stepping by 5 would deliver every record twice."""
+    async with DRFLimitOffset(records=95, default_limit=10) as api:
+        result = await run(api.url, pages=Offset(limit=5, limit_param=None))
+
+    assert_every_record_once(result, api.ids)
+
+
 @pytest.mark.parametrize("max_pages", [None, 300])
 async def test_page_number_on_json_server_1_ends_where_the_last_page_repeats(
     max_pages: int | None,
