@@ -240,6 +240,11 @@ class GrowingAPI:
         self.slow: dict[int, float] = {}  # page -> seconds before it answers
         self.url = ""
 
+    def records(self) -> streampage.Records:
+        """Its records, as the tests here fetch them: ten a page, the total named."""
+        pages = PageNumber(size=10, size_param=None, total_items="total")
+        return streampage.stream(self.url, pages=pages).records("items")
+
     async def handle(self, request: web.Request) -> web.Response:
         n = int(request.query.get("page", "1"))
         await asyncio.sleep(self.slow.get(n, 0.0))
@@ -275,17 +280,13 @@ async def test_records_added_to_a_short_last_page_are_found_on_resume(
     # is new; grown to 125, pages 11 to 13 come too. Either way every record, once.
     out = tmp_path / "o.jsonl"
 
-    def run() -> streampage.Records:
-        pages = PageNumber(size=10, size_param=None, total_items="total")
-        return streampage.stream(growing_api.url, pages=pages).records("items")
-
-    await run().into(JSONLines(out))
+    await growing_api.records().into(JSONLines(out))
     growing_api.total = grown
-    stats = await run().into(JSONLines(out), mode="resume")
+    stats = await growing_api.records().into(JSONLines(out), mode="resume")
 
     assert stats.records == grown - 95
     assert jsonl_ids(out) == list(range(1, grown + 1))
-    again = await run().into(JSONLines(out), mode="resume")
+    again = await growing_api.records().into(JSONLines(out), mode="resume")
     assert again.records == 0 and jsonl_ids(out) == list(range(1, grown + 1))
 
 
@@ -297,16 +298,12 @@ async def test_a_finished_runs_last_page_stays_reopened_until_it_is_committed_ag
     # resume must still write only page 10's new records.
     out = tmp_path / "o.jsonl"
 
-    def run() -> streampage.Records:
-        pages = PageNumber(size=10, size_param=None, total_items="total")
-        return streampage.stream(growing_api.url, pages=pages).records("items")
-
-    await run().into(JSONLines(out))
+    await growing_api.records().into(JSONLines(out))
     growing_api.total, growing_api.slow = 125, {10: 0.5}
     with pytest.raises(streampage.SinkError):
-        await run().into(Flaky(JSONLines(out), fail_at=3), batch=1, mode="resume")
+        await growing_api.records().into(Flaky(JSONLines(out), fail_at=3), batch=1, mode="resume")
     growing_api.slow = {}
-    await run().into(JSONLines(out), mode="resume")
+    await growing_api.records().into(JSONLines(out), mode="resume")
     assert jsonl_ids(out) == list(range(1, 126))
 
 
@@ -315,14 +312,10 @@ async def test_a_last_page_that_no_longer_starts_with_what_was_written_is_an_err
 ) -> None:
     out = tmp_path / "o.jsonl"
 
-    def run() -> streampage.Records:
-        pages = PageNumber(size=10, size_param=None, total_items="total")
-        return streampage.stream(growing_api.url, pages=pages).records("items")
-
-    await run().into(JSONLines(out))
+    await growing_api.records().into(JSONLines(out))
     growing_api.total, growing_api.newest_first = 100, True  # page 10 now holds ids 10..1
     with pytest.raises(streampage.PaginationError, match="no longer starts with"):
-        await run().into(JSONLines(out), mode="resume")
+        await growing_api.records().into(JSONLines(out), mode="resume")
     assert jsonl_ids(out) == list(range(1, 96))  # nothing written twice
 
 
