@@ -365,6 +365,9 @@ class _AutoRun:
         #: the numbering of the paginator chosen (see _fingerprint.numbering), once chosen
         self.chosen: str | None = None
         self.param: str | None = None
+        #: the paginator chosen and the URL it runs over (a sharded job splits its pages)
+        self.spec: Any = None
+        self.spec_url: URL | None = None
 
     @property
     def open_ended(self) -> bool:
@@ -449,6 +452,7 @@ class _AutoRun:
         spec = choice.pages  # numbered from 1 here: a PageNumber's start is a shift
         self.chosen = numbering(spec, spec.start - 1 if isinstance(spec, PageNumber) else 0)
         self.param = getattr(run, "param", None)
+        self.spec, self.spec_url = spec, choice.url
         if choice.confirm:
             self._confirm = 0
             self._more = says_more(page)

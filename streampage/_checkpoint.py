@@ -181,6 +181,8 @@ class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
     #: what the source was (see Checkpoint.fingerprint); None: written before fingerprints
     source: dict[str, str] | None = None
     finished: bool = False
+    #: records written under this checkpoint by every run (0 in checkpoints from before it)
+    written: int = 0
 
 
 class Checkpoint:
@@ -207,6 +209,8 @@ class Checkpoint:
         self.fingerprint = fingerprint
         #: the run that wrote it delivered every page (a resume looks only for new ones)
         self.finished = finished
+        #: records written under it by every run, this one's included (into() adds them)
+        self.written = 0
         for key, source in (state or {}).items():
             self._pages[key] = RangeSet(source.pages)
             self._records[key] = source.records
@@ -285,6 +289,13 @@ class Checkpoint:
                 records = None if reopened.counted is None else records - reopened.counted
         return Resume(pages, walk, records)
 
+    def held(self, stats: Any) -> None:
+        """Say in ``stats`` what this checkpoint holds (StreamStats.checkpoint_*)."""
+        stats.checkpoint_pages = len(self)
+        stats.checkpoint_records = self.written
+        counted = list(self._records.values())
+        stats.checkpoint_counted = None if None in counted else sum(c or 0 for c in counted)
+
     def __len__(self) -> int:
         return sum(len(p) for p in self._pages.values())
 
@@ -300,7 +311,7 @@ class Checkpoint:
             )
             for key, pages in self._pages.items()
         }
-        return _encode(_Document(state, self.fingerprint, self.finished))
+        return _encode(_Document(state, self.fingerprint, self.finished, self.written))
 
     @classmethod
     def from_json(cls, data: bytes | str | None) -> Checkpoint:
@@ -309,7 +320,9 @@ class Checkpoint:
         raw = msgspec.json.decode(data)
         if isinstance(raw, dict) and raw.get("v") == 2:
             doc = msgspec.convert(raw, _Document)
-            return cls(doc.sources, fingerprint=doc.source, finished=doc.finished)
+            done = cls(doc.sources, fingerprint=doc.source, finished=doc.finished)
+            done.written = doc.written
+            return done
         old = cls(msgspec.convert(raw, dict[str, _SourceState]))  # version 1
         old.legacy = True
         return old

@@ -374,6 +374,7 @@ class Engine:
                 pause = rate_limit_pause(resp.headers)
                 if pause is not None:
                     control.pause(min(pause, policy.max_retry_after))
+                    control.throttled(min(pause, policy.max_retry_after))
                 if 200 <= status < 300:
                     self._any_ok = True
                     try:
@@ -411,8 +412,10 @@ class Engine:
                 if retry_after > policy.max_retry_after:
                     return self._give_up(walk, number, error, attempt)
                 wait = max(wait, retry_after)
-                if status in CONGESTION_STATUSES and retry_after >= policy.pool_pause:
-                    control.pause(retry_after)  # a long wait: the whole pool, not one page
+                if status in CONGESTION_STATUSES:
+                    control.throttled(retry_after)
+                    if retry_after >= policy.pool_pause:
+                        control.pause(retry_after)  # a long wait: the whole pool, not one page
             if waited + wait > policy.max_total:
                 return self._give_up(walk, number, error, attempt)
             stats.retries[reason] = stats.retries.get(reason, 0) + 1

@@ -180,6 +180,7 @@ async def drain(
             if source.get("pages") == "Auto()" and earlier_source and "chose" in earlier_source:
                 progress.fingerprint["chose"] = earlier_source["chose"]  # until Auto chooses
             stats.resumed_pages = len(earlier)
+            earlier.held(stats)
             stats.resumed_finished = earlier.finished
             for held in (earlier, progress):
                 _adopt_legacy(held, stream)
@@ -197,8 +198,10 @@ async def drain(
                 await _sinking(sink, "write", sink.write(records), durable)
             for key, number, walked, counted, written, whole in pages:
                 progress.commit(key, number, walked, counted, written, whole)
+            progress.written += len(records)
             await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
+            progress.held(stats)
 
         async def flush(last: bool = False) -> None:
             # A batch commits while the next one fills: a sink's fsync or transaction does

@@ -14,6 +14,7 @@ import email.utils
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -341,7 +342,22 @@ class PoolControl:
         self._interval = 1 / rate.per_second if rate else 0.0
         self._tolerance = self._interval * (rate.burst - 1) if rate else 0.0
         self._tat = 0.0  # GCRA "theoretical arrival time"
+        self._burst = rate.burst if rate else 1
         self.adaptive = _Adaptive(concurrency) if adaptive else None
+        #: told of every wait a server asked for (Retry-After on a 429/503, a rate-limit
+        #: budget gone): a sharded job passes it on to its other shards
+        self.on_throttle: Callable[[float], None] | None = None
+
+    def set_rate(self, per_second: float | None) -> None:
+        """Change the rate limit while the stream runs (a sharded job's share of its rate
+        moves as shards start and end); None lifts it."""
+        self._interval = 1 / per_second if per_second else 0.0
+        self._tolerance = self._interval * (self._burst - 1)
+
+    def throttled(self, seconds: float) -> None:
+        """A server asked for a wait of ``seconds``: tell whoever listens."""
+        if self.on_throttle is not None:
+            self.on_throttle(seconds)
 
     def pause(self, seconds: float) -> None:
         """Hold every worker for ``seconds`` from now (a long Retry-After, a budget gone);

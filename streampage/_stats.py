@@ -22,6 +22,12 @@ class StreamStats:
     #: into(mode="resume"): pages an earlier run had committed, and whether that run had
     #: finished (then this one only looks for pages that are new since)
     resumed_pages: int = 0
+    #: into(): what its checkpoint holds, this run's commits and earlier runs' together:
+    #: pages, records written (0 for a checkpoint from before it counted them), and records
+    #: as completeness counts them (None: a page's records could not be counted)
+    checkpoint_pages: int = 0
+    checkpoint_records: int = 0
+    checkpoint_counted: int | None = 0
     resumed_finished: bool = False
     #: requests sent (attempts, retries included), whatever came of them: answered, failed,
     #: or cancelled and discarded past the end (redirect hops excluded)

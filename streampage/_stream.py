@@ -132,6 +132,9 @@ class Stream(Generic[T]):
         #: walk starts again
         self._walked: tuple[URL, URL | None] | None = None
         self._engine: Engine | None = None
+        #: called with the stream's PoolControl when it starts (a shard of a sharded job
+        #: moves its rate and hears of its throttling through it)
+        self._on_control: Callable[[PoolControl], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = False
         # ordered mode: results whose turn has come, and the walks holding early arrivals
@@ -144,15 +147,18 @@ class Stream(Generic[T]):
     def _start(self) -> Engine:
         if self._done:
             raise StreamPageError("this stream has already ended; call stream() again")
+        control = PoolControl(
+            retry=self._retry,
+            rate=self._rate,
+            adaptive=self._adaptive,
+            concurrency=self._concurrency,
+            stats=self.stats,
+        )
+        if self._on_control is not None:
+            self._on_control(control)
         engine = Engine(
             http=HttpClient(**self._http_args),
-            control=PoolControl(
-                retry=self._retry,
-                rate=self._rate,
-                adaptive=self._adaptive,
-                concurrency=self._concurrency,
-                stats=self.stats,
-            ),
+            control=control,
             decoder=self._decoder,
             sources=self._sources,
             concurrency=self._concurrency,

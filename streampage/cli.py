@@ -673,6 +673,30 @@ def _fetch_parser(sub: Any) -> None:
         default=0,
         help="log the library's decisions and retries (-vv: debug)",
     )
+    d = fetch.add_argument_group(
+        "past one machine (the dask extra: pip install 'streampage[dask]')"
+    )
+    d.add_argument(
+        "--shards",
+        type=_whole(1),
+        metavar="N",
+        help="split the pages into shards of N pages, each run by a worker of a Dask cluster "
+        "into its own part of -o out/items/ (or PostgreSQL), with its own checkpoint; the "
+        "same command again goes on with the job",
+    )
+    d.add_argument(
+        "--cluster",
+        metavar="SPEC",
+        default=None,
+        help="local (default: a worker per core), local:N (N workers), or a scheduler's "
+        "address, tcp://host:8786",
+    )
+    d.add_argument(
+        "--job",
+        metavar="NAME",
+        default=None,
+        help="names the job's checkpoint and its part files (default: --checkpoint, or 'default')",
+    )
     fetch.set_defaults(func=_fetch)
 
 
@@ -941,9 +965,16 @@ class _AutoRecords:
     """``--records auto``: where the records are is decided on the first page, then kept,
     so that every page of a run is split the same way."""
 
-    def __init__(self, announce: Callable[[str], None]) -> None:
-        self._announce = announce
+    def __init__(self, announce: Callable[[str], None] | None) -> None:
+        # None: a shard's, sent to a worker (it pickles while undecided); logged there
+        self._announce = announce or logging.getLogger("streampage").info
+        self._sent = announce is None
         self._split: Callable[[Any], list[Any]] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not self._sent:
+            raise TypeError("--records auto pickles only as a shard's, before it decides")
+        return (_AutoRecords, (None,))
 
     def __call__(self, data: Any) -> list[Any]:
         if self._split is None:
@@ -1214,7 +1245,14 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
             print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
     try:
+        if args.shards is None and (args.cluster is not None or args.job is not None):
+            given = "--cluster" if args.cluster is not None else "--job"
+            raise UsageError(f"{given} applies to a sharded run: add --shards N")
         plan = _plan(args, announce)
+        if args.shards is not None:
+            from ._cli_shards import fetch_sharded
+
+            return fetch_sharded(args, plan, scrub, say)
         s: Stream[Any] = stream(plan.url, pages=plan.paginator, **plan.options)
     except (UsageError, ConfigurationError) as exc:
         say(str(exc))
@@ -1523,6 +1561,8 @@ class _Snapshot:
     total: int | None
     retries: int = 0
     failed: int = 0
+    #: what else to say (a sharded job: its shards done)
+    note: str = ""
 
 
 def _snapshot(stats: StreamStats, total: int | None) -> _Snapshot:
@@ -1579,9 +1619,10 @@ class _PlainProgress:
         eta = ""
         if snap.total and rate > 0 and snap.pages < snap.total:
             eta = f", ETA {(snap.total - snap.pages) / rate:,.0f} s"
+        note = f"{snap.note}, " if snap.note else ""
         print(
-            f"  {snap.pages:,}{total} pages, {snap.records:,} records, {rate:,.0f} pages/s, "
-            f"{snap.retries:,} retries, {snap.failed:,} failed{eta}",
+            f"  {note}{snap.pages:,}{total} pages, {snap.records:,} records, "
+            f"{rate:,.0f} pages/s, {snap.retries:,} retries, {snap.failed:,} failed{eta}",
             file=self._out,
             flush=True,
         )
@@ -1608,6 +1649,7 @@ class _RichProgress:
         )
 
         self._progress = Progress(
+            TextColumn("{task.fields[note]}"),
             TextColumn("pages"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -1620,7 +1662,13 @@ class _RichProgress:
             console=Console(stderr=stderr),
         )
         self._task = self._progress.add_task(
-            "fetch", total=None, records="0", rate="0", retries="0 retries", failed="0 failed"
+            "fetch",
+            total=None,
+            note="",
+            records="0",
+            rate="0",
+            retries="0 retries",
+            failed="0 failed",
         )
         self._start = time.perf_counter()
         self._progress.start()
@@ -1632,6 +1680,7 @@ class _RichProgress:
             self._task,
             completed=snap.pages,
             total=snap.total,
+            note=snap.note,
             records=f"{snap.records:,}",
             rate=f"{rate:,.0f}",
             retries=f"[yellow]{snap.retries:,} retries" if snap.retries else "0 retries",

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ConfigurationError
 
-__all__ = ["Sink", "missing_extra"]
+__all__ = ["Configured", "Sink", "missing_extra"]
 
 
 @runtime_checkable
@@ -54,3 +54,28 @@ def missing_extra(module: str, extra: str) -> ConfigurationError:
     return ConfigurationError(
         f"this sink needs {module}, which is not installed: pip install 'streampage[{extra}]'"
     )
+
+
+class Configured:
+    """A sink that pickles as its configuration: what a sharded job sends to its workers is
+    the sink as it was made, never an open file, lock or connection pool, and ``renamed``
+    makes the same sink for another target (a shard's own folder)."""
+
+    _config: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def _configured(self, *args: Any, **kwargs: Any) -> None:
+        self._config = (args, kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._config
+        return (_rebuild, (type(self), args, kwargs))
+
+    def renamed(self, path: Any) -> Any:
+        """The same sink, unopened, for the target ``path`` (its first argument)."""
+        args, kwargs = self._config
+        make: Any = type(self)
+        return make(path, *args[1:], **kwargs)
+
+
+def _rebuild(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)

@@ -30,7 +30,7 @@ __all__ = [
 #: the formats a file sink writes, as its journal records them: how each is said
 _SAID = {"jsonl": "JSON Lines", "jsonl.gz": "gzip JSON Lines", "parquet": "Parquet"}
 #: a part file of any of them, and its format
-_ANY_PART = re.compile(r"part-\d+\.(jsonl|jsonl\.gz|parquet)")
+_ANY_PART = re.compile(r"part-(?:[A-Za-z0-9_.-]+-)?\d+\.(jsonl|jsonl\.gz|parquet)")
 
 
 def locate(path: str | os.PathLike[str]) -> tuple[Path, bool, Path]:

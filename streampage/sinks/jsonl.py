@@ -85,6 +85,7 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
+from ._base import Configured
 from ._journal import Entry, Journal, Replay, checkpoint_json, last_commits, replay, write_all
 from ._layout import (
     check_format,
@@ -114,7 +115,7 @@ class _Part:
     rows: int  # committed rows
 
 
-class JSONLines:
+class JSONLines(Configured):
     """One JSON document a line in ``path`` (``.gz``: gzip, or ``gzip=True``), or, when
     ``path`` ends with ``/`` or is a directory, in part files ``part-NNNNNN.jsonl`` in that
     folder, each of at most about ``part_rows`` rows."""
@@ -126,6 +127,7 @@ class JSONLines:
         gzip: bool | None = None,
         part_rows: int = 1_000_000,
     ) -> None:
+        self._configured(path, gzip=gzip, part_rows=part_rows)
         self.path, self.folder, self.state = locate(path)
         self.journal = self.state / "journal"
         self.parts_dir = self.state / "parts"

@@ -73,7 +73,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from .._errors import ConfigurationError
-from ._base import missing_extra
+from ._base import Configured, missing_extra
 from ._journal import Entry, Journal, Replay, checkpoint_json, last_commits, replay
 from ._layout import (
     check_format,
@@ -110,7 +110,7 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-class Parquet:
+class Parquet(Configured):
     """Records into the Parquet file ``path``, merged when a run completes; or, when
     ``path`` ends with ``/`` or is a directory, into part files of that folder, each of
     about ``part_rows`` rows at most (a run's rows, or ``part_rows`` of them).
@@ -131,6 +131,13 @@ class Parquet:
         part_rows: int = 1_000_000,
         row_group_rows: int = 131_072,
     ) -> None:
+        self._configured(
+            path,
+            schema=schema,
+            compression=compression,
+            part_rows=part_rows,
+            row_group_rows=row_group_rows,
+        )
         self._pa = _pyarrow()
         self.path, self.folder, self.state = locate(path)
         self.journal = self.state / "journal"

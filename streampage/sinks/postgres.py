@@ -70,7 +70,7 @@ from yarl import URL
 
 from .._errors import ConfigurationError, SinkError, StreamPageError
 from .._redact import REDACTED, redact_url
-from ._base import missing_extra
+from ._base import Configured, missing_extra
 from ._lock import holder_text, in_use
 
 __all__ = ["Postgres"]
@@ -133,7 +133,7 @@ def _column_type(t: mi.Type) -> tuple[str, bool]:
     return _SCALARS.get(type(t), "jsonb"), nullable
 
 
-class Postgres:
+class Postgres(Configured):
     """Records into ``table`` (``"name"`` or ``"schema.name"``) of the database ``dsn``.
 
     ``dsn`` is a ``postgresql://user:password@host:port/database`` URL (asyncpg's form).
@@ -150,6 +150,7 @@ class Postgres:
         columns: type | None = None,
         create: bool = True,
     ) -> None:
+        self._configured(dsn, table, columns=columns, create=create)
         if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
             # never echo it: a keyword DSN ("host=... password=...") would show the password
             raise ConfigurationError(

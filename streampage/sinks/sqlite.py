@@ -52,6 +52,7 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
+from ._base import Configured
 from ._lock import FileLock, in_use, state_dir
 
 __all__ = ["SQLite"]
@@ -76,7 +77,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class SQLite:
+class SQLite(Configured):
     """Records into ``table`` (created when absent) of the database file ``path``.
 
     ``busy_timeout`` is how long (seconds) a commit waits while another run commits into
@@ -89,6 +90,7 @@ class SQLite:
         *,
         busy_timeout: float = _BUSY_TIMEOUT,
     ) -> None:
+        self._configured(path, table, busy_timeout=busy_timeout)
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"SQLite table name {table!r} must be a plain identifier")
         if table.lower() == _CHECKPOINTS or table.lower().startswith("sqlite_"):
