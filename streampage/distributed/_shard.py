@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._errors import StreamPageError
+from .._errors import CheckpointInUseError, StreamPageError
 from .._policy import PoolControl
 from .._runner import run
 from .._stream import stream
@@ -33,6 +33,8 @@ __all__ = ["JobControl", "ShardSpec", "publish", "run_shard", "shard_folder"]
 
 #: how often a running shard asks the job for its share of the rate, a pause, or a stop
 POLL_SECONDS = 0.25
+#: how long a shard waits for another run of itself to let go of its checkpoint
+LOCK_PATIENCE = 120.0
 _PART = re.compile(r"part-(\d+)\.(jsonl|jsonl\.gz|parquet)")
 
 
@@ -134,13 +136,29 @@ async def _run_shard(spec: ShardSpec, control: JobControl | None) -> dict[str, A
         own = shard_folder(spec.folder, spec.job, spec.shard)
         own.mkdir(parents=True, exist_ok=True, mode=0o700)
         sink = sink.renamed(str(own) + os.sep)
+    if control is not None:
+        await asyncio.to_thread(control.progress, spec.shard, 0, 0, True)
+    waited = 0.0
+    while True:
+        try:
+            return await _attempt(spec, sink, control)
+        except CheckpointInUseError:
+            # Another run of this shard holds its checkpoint: a worker the scheduler gave
+            # up on that is still running it. Its lock goes when it ends (or dies); then
+            # this run goes on from where it stopped.
+            if waited >= LOCK_PATIENCE:
+                raise
+            await asyncio.sleep(1.0)
+            waited += 1.0
+
+
+async def _attempt(spec: ShardSpec, sink: Any, control: JobControl | None) -> dict[str, Any]:
     source = stream(spec.sources, pages=spec.pages, **spec.options)
     records = source.records(spec.records)
     result: dict[str, Any] = {"shard": spec.shard, "state": "done", "error": None}
     pools: list[PoolControl] = []
     if control is not None:
         source._on_control = pools.append
-        await asyncio.to_thread(control.progress, spec.shard, 0, 0, True)
     work = asyncio.ensure_future(
         records.into(sink, batch=spec.batch, checkpoint=spec.checkpoint, mode="resume")
     )
@@ -155,6 +173,8 @@ async def _run_shard(spec: ShardSpec, control: JobControl | None) -> dict[str, A
         if not work.cancelled():
             raise  # the shard itself is being cancelled
         result["state"] = "cancelled"
+    except CheckpointInUseError:
+        raise
     except StreamPageError as exc:
         result["state"], result["error"] = "failed", str(exc)  # redacted where raised
     except OSError as exc:  # publishing: a full disk, a folder gone
@@ -184,6 +204,7 @@ async def _follow(
     the work (cooperatively: Dask cannot stop a running task) when the job says so."""
     loop = asyncio.get_running_loop()
     heard: set[int] = set()
+    told = [0.0]  # the pause this shard passed on last (a burst of 429s is one)
     rate: float | None = -1.0
     while not work.done():
         share, until, stop = await asyncio.to_thread(control.poll)
@@ -193,7 +214,7 @@ async def _follow(
         for pool in pools:
             if id(pool) not in heard:
                 heard.add(id(pool))
-                pool.on_throttle = functools.partial(_tell, loop, control)
+                pool.on_throttle = functools.partial(_tell, loop, control, told)
             if share != rate:
                 pool.set_rate(share)
             wait = until - time.time()
@@ -207,6 +228,12 @@ async def _follow(
         await asyncio.wait([work], timeout=POLL_SECONDS)
 
 
-def _tell(loop: asyncio.AbstractEventLoop, control: JobControl, seconds: float) -> None:
-    """Pass a wait the server asked for on to the job, off the event loop (a round trip)."""
-    loop.run_in_executor(None, control.throttled, seconds)
+def _tell(
+    loop: asyncio.AbstractEventLoop, control: JobControl, told: list[float], seconds: float
+) -> None:
+    """Pass a wait the server asked for on to the job, off the event loop (a round trip),
+    once for a burst of answers that ask for about the same."""
+    until = time.time() + seconds
+    if until > told[0] + 0.1:
+        told[0] = until
+        loop.run_in_executor(None, control.throttled, seconds)
