@@ -9,7 +9,7 @@ async with streampage.stream(url, pages=pages, concurrency=32) as stream:
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load on first use (see __getattr__)
-    from . import sinks
+    from . import events, sinks
     from ._auto import Auto
     from ._errors import (
         CheckpointInUseError,
@@ -74,6 +74,7 @@ _LAZY = {
     "run": "._runner",
     "stream": "._stream",
     "sinks": ".",
+    "events": ".",
 }
 
 
@@ -83,8 +84,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'streampage' has no attribute {name!r}")
     import importlib
 
-    if name == "sinks":
-        value: Any = importlib.import_module(".sinks", __name__)
+    if module == ".":  # a public submodule
+        value: Any = importlib.import_module(f".{name}", __name__)
     else:
         value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
@@ -130,6 +131,7 @@ __all__ = [
     "StreamStats",
     "Timeout",
     "ValidationError",
+    "events",
     "run",
     "sinks",
     "stream",

@@ -51,6 +51,7 @@ from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_l
 from ._redact import redact_url
 from ._sources import Source, Sources, Walk
 from ._stats import StreamStats
+from .events import Event, PastEnd, Retrying
 
 logger = logging.getLogger("streampage")
 
@@ -95,8 +96,10 @@ class Engine:
         stats: StreamStats,
         completeness: Completeness,
         validate: Callable[[Page[Any]], object] | None = None,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
         self.stats = stats
+        self._emit = emit
         self._validate = validate
         self.completeness = completeness
         self.results: asyncio.Queue[Result] = asyncio.Queue(maxsize=buffer)
@@ -288,7 +291,7 @@ class Engine:
                     finally:
                         del inflight[job]
                 if scope.cancelled_caught:
-                    stats.past_end += 1
+                    self._past_end(number)
             else:
                 payload = await fetch(walk, number)
             if payload.__class__ is _Rest:
@@ -373,7 +376,7 @@ class Engine:
                 # An exhausted budget pauses the pool until it resets, before any 429.
                 pause = rate_limit_pause(resp.headers)
                 if pause is not None:
-                    control.pause(min(pause, policy.max_retry_after))
+                    control.pause(min(pause, policy.max_retry_after), "rate-limit budget gone")
                     control.throttled(min(pause, policy.max_retry_after))
                 if 200 <= status < 300:
                     self._any_ok = True
@@ -396,7 +399,7 @@ class Engine:
                         walk.broken = True
                         return self._give_up(walk, number, exc, attempt)
                 elif run.ends_at_status(number, status):
-                    stats.past_end += 1
+                    self._past_end(number)
                     return None
                 else:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -415,11 +418,14 @@ class Engine:
                 if status in CONGESTION_STATUSES:
                     control.throttled(retry_after)
                     if retry_after >= policy.pool_pause:
-                        control.pause(retry_after)  # a long wait: the whole pool, not one page
+                        # a long wait: the whole pool, not one page
+                        control.pause(retry_after, f"Retry-After on page {number}")
             if waited + wait > policy.max_total:
                 return self._give_up(walk, number, error, attempt)
             stats.retries[reason] = stats.retries.get(reason, 0) + 1
             logger.info("retrying page %d in %.2f s after %s: %s", number, wait, reason, error)
+            if self._emit is not None:
+                self._emit(Retrying(number, attempt, reason, wait))
             waited += wait
             stats.backoff_seconds += wait
             if hand_off and adaptive is not None and self._resting < self._concurrency:
@@ -448,6 +454,12 @@ class Engine:
                 reason=why,
             )
 
+    def _past_end(self, number: int) -> None:
+        """Page ``number`` lies past the end: counted, told, not delivered."""
+        self.stats.past_end += 1
+        if self._emit is not None:
+            self._emit(PastEnd(number))
+
     def _accept(self, walk: Walk, page: Page[Any], digest: int) -> Page[Any] | None:
         """Pass a decoded page to its paginator, after comparing its body with its
         neighbours' and the first page's (whichever arrived first): a page that repeats
@@ -458,7 +470,7 @@ class Engine:
         if walk.broken:
             return None
         if run.past_end(number):
-            self.stats.past_end += 1
+            self._past_end(number)
             return None
         pair = walk.repeated(number, digest)
         try:
@@ -475,7 +487,7 @@ class Engine:
             walk.forget(number)
             raise
         if ended and pair is not None and pair[0] == number:
-            self.stats.past_end += 1
+            self._past_end(number)
             return None
         if run.accept(page):
             return page

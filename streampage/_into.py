@@ -25,6 +25,7 @@ from ._fingerprint import auto_unchecked, chosen_differs, differences, fingerpri
 from ._page import Page
 from ._redact import redact_url
 from ._stats import StreamStats
+from .events import BatchCommitted
 
 if TYPE_CHECKING:
     from ._stream import Stream
@@ -202,6 +203,9 @@ async def drain(
             await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
             stats.committed_pages += len(pages)
             progress.held(stats)
+            emit = stream._emit
+            if emit is not None:
+                emit(BatchCommitted(len(pages), len(records), name, len(progress)))
 
         async def flush(last: bool = False) -> None:
             # A batch commits while the next one fills: a sink's fsync or transaction does

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError
+from .events import ConcurrencyChanged, Event, PoolPaused, PoolResumed
 
 if TYPE_CHECKING:
     from multidict import CIMultiDictProxy
@@ -211,6 +212,7 @@ class _Adaptive:
     """
 
     ceiling: int
+    emit: Callable[[Event], None] | None = None
     limit: float = 0.0
     known: float = 0.0
     inflight: int = 0
@@ -252,6 +254,7 @@ class _Adaptive:
         reset, a timeout, a cancellation: neither a success nor a refusal)."""
         level, serial = ticket
         self.inflight -= 1
+        before = int(self.limit)
         if status in CONGESTION_STATUSES:
             self.answers.append((level, False))
             self._refused(level)
@@ -263,6 +266,8 @@ class _Adaptive:
             elif time.monotonic() - self.cut_at >= self.quiet:
                 limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
             self.limit = min(float(self.ceiling), limit)
+        if self.emit is not None and int(self.limit) != before:
+            self.emit(ConcurrencyChanged(int(self.limit), before))
         self._wake()
 
     def _refused(self, level: int) -> None:
@@ -311,9 +316,12 @@ class _Adaptive:
 
     def restart(self) -> None:
         """After a pool-wide pause: come back with a couple of requests, then double."""
+        before = int(self.limit)
         self.known = max(self.known, self.limit)
         self.limit = min(self.limit, 2.0)
         self.fence = self.sent
+        if self.emit is not None and int(self.limit) != before:
+            self.emit(ConcurrencyChanged(int(self.limit), before))
 
     def _wake(self) -> None:
         free = int(self.limit) - self.inflight
@@ -335,15 +343,18 @@ class PoolControl:
         adaptive: bool,
         concurrency: int,
         stats: StreamStats,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
         self.retry = retry
+        self._emit = emit
+        self._resume_at: asyncio.TimerHandle | None = None
         self._stats = stats
         self._paused_until = 0.0
         self._interval = 1 / rate.per_second if rate else 0.0
         self._tolerance = self._interval * (rate.burst - 1) if rate else 0.0
         self._tat = 0.0  # GCRA "theoretical arrival time"
         self._burst = rate.burst if rate else 1
-        self.adaptive = _Adaptive(concurrency) if adaptive else None
+        self.adaptive = _Adaptive(concurrency, emit=emit) if adaptive else None
         #: told of every wait a server asked for (Retry-After on a 429/503, a rate-limit
         #: budget gone): a sharded job passes it on to its other shards
         self.on_throttle: Callable[[float], None] | None = None
@@ -359,7 +370,7 @@ class PoolControl:
         if self.on_throttle is not None:
             self.on_throttle(seconds)
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float, reason: str = "") -> None:
         """Hold every worker for ``seconds`` from now (a long Retry-After, a budget gone);
         the adaptive limit then lets them back a few at a time."""
         now = time.monotonic()
@@ -368,6 +379,12 @@ class PoolControl:
             if self.adaptive is not None and now >= self._paused_until:
                 self.adaptive.restart()  # a new pause, not a later answer extending it
             self._paused_until = until
+            if self._emit is not None:
+                self._emit(PoolPaused(seconds, reason))
+                if self._resume_at is not None:
+                    self._resume_at.cancel()
+                loop = asyncio.get_running_loop()
+                self._resume_at = loop.call_later(seconds, self._emit, PoolResumed())
 
     @property
     def must_wait(self) -> bool:

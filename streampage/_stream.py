@@ -38,8 +38,10 @@ from ._into import Extract, Mode, Records
 from ._page import Page
 from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
+from ._redact import redact_url
 from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
+from .events import Event, PageFailed, PaginatorChosen, PastEnd, Total, TotalDiscovered
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -95,8 +97,13 @@ class Stream(Generic[T]):
         max_page_bytes: int,
         on_error: OnError,
         verify_tls: bool,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self._sources = sources
+        self._emit = on_event
+        #: what the stream knows of its size once the first page said (single source)
+        self.total: Total | None = None
+        self._learnt = False
         self._decoder = decoder_for(decode)
         self._concurrency = concurrency
         self._ordered = ordered or bool(getattr(pages, "releases_in_order", False))
@@ -153,6 +160,7 @@ class Stream(Generic[T]):
             adaptive=self._adaptive,
             concurrency=self._concurrency,
             stats=self.stats,
+            emit=self._emit,
         )
         if self._on_control is not None:
             self._on_control(control)
@@ -168,6 +176,7 @@ class Stream(Generic[T]):
             stats=self.stats,
             completeness=self.completeness,
             validate=self._validate,
+            emit=self._emit,
         )
         self._engine = engine
         self.stats.start()
@@ -268,6 +277,8 @@ class Stream(Generic[T]):
                 if not walk.run.past_end(number):
                     return self._deliver(payload, walk)
                 self.stats.past_end += 1
+                if self._emit is not None:
+                    self._emit(PastEnd(number))
             elif payload is not None:
                 self._settle_other(walk, number, payload)
 
@@ -290,6 +301,8 @@ class Stream(Generic[T]):
                     continue
                 if walk.run.past_end(number):
                     self.stats.past_end += 1
+                    if self._emit is not None:
+                        self._emit(PastEnd(number))
                     continue
                 return self._deliver(payload, walk)
             if self._ended:
@@ -334,6 +347,8 @@ class Stream(Generic[T]):
     def _fail(self, error: PageError) -> None:
         """A page failed after its retries, or a source ended incomplete: recorded and
         passed over with on_error="skip", else the end of the stream."""
+        if self._emit is not None:
+            self._emit(PageFailed(error.page, error))
         if not self._skip:
             self._finish()
             raise error
@@ -349,10 +364,41 @@ class Stream(Generic[T]):
         page: Page[T] = payload
         count = getattr(walk.run, "count", count_records)(page.data)
         walk.tally.observe(page, count)
+        if not self._learnt:
+            self._learn(walk)
         self._counted = count
         walks = getattr(walk.run, "walks", False)
         self._walked = (page.response.url, walk.command) if walks else None
         return page
+
+    def _learn(self, walk: Walk) -> None:
+        """The first page delivered: what pages=auto chose, and the total it reported
+        (a single source; many sources each have their own)."""
+        self._learnt = True
+        if walk.source is not self._sources.single:
+            return
+        run: Any = walk.run
+        emit = self._emit
+        if emit is not None and run.__class__.__name__ == "_AutoRun":
+            url = run.spec_url if run.spec_url is not None else walk.command
+            emit(PaginatorChosen(run.spec, redact_url(url) if url is not None else ""))
+        pages = None
+        last = getattr(run, "last", None)
+        if last is not None and not run.open_ended and walk.first is not None:
+            pages = last - walk.first + 1  # a resume's committed pages included
+        records = None
+        evidence = []
+        for rep in walk.tally.totals.values():
+            if rep.unit == "records" and records is None:
+                records = rep.hi
+                evidence.append(rep.evidence)
+            elif rep.unit == "pages" and pages is not None and not evidence:
+                evidence.append(rep.evidence)
+        if pages is None and records is None:
+            return
+        self.total = Total(pages, records)
+        if emit is not None:
+            emit(TotalDiscovered(pages, records, ", ".join(evidence) or "the paginator"))
 
     async def _end(self, engine: Engine) -> None:
         """The run is over: raise its own failure if it had one, else stop iterating."""
@@ -392,6 +438,7 @@ def stream(
     verify_tls: bool = ...,
     max_pages: int | None = ...,
     verify: bool = ...,
+    on_event: Callable[[Event], None] | None = ...,
 ) -> Stream[Any]: ...
 
 
@@ -419,6 +466,7 @@ def stream(
     verify_tls: bool = ...,
     max_pages: int | None = ...,
     verify: bool = ...,
+    on_event: Callable[[Event], None] | None = ...,
 ) -> Stream[T]: ...
 
 
@@ -445,6 +493,7 @@ def stream(
     verify_tls: bool = True,
     max_pages: int | None = None,
     verify: bool = True,
+    on_event: Callable[[Event], None] | None = None,
 ) -> Stream[Any]:
     """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
 
@@ -489,6 +538,10 @@ def stream(
     the well-known fields and headers found by name (for an API whose ``total`` is not a
     record count).
 
+    Events: ``on_event`` is called with what the stream learns and decides as it runs
+    (``streampage.events``: the paginator pages=auto chose, the total the first page gave,
+    pauses, concurrency changes, retries, failures, commits), on the event loop, in order.
+
     Nothing happens until the stream is iterated; arguments are checked at once.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -523,6 +576,11 @@ def stream(
         raise ConfigurationError(
             f"validate={validate!r} must be a plain function of the page that returns true "
             "to accept it (an async function would accept every page unseen)"
+        )
+    if on_event is not None and (not callable(on_event) or inspect.iscoroutinefunction(on_event)):
+        raise ConfigurationError(
+            f"on_event={on_event!r} must be a plain function of the event (it is called on "
+            "the event loop; hand slow work to a queue of your own)"
         )
     if isinstance(secret_headers, str):
         raise ConfigurationError("secret_headers= takes a list of header names, not one string")
@@ -560,4 +618,5 @@ def stream(
         max_page_bytes=max_page_bytes,
         on_error=on_error,
         verify_tls=verify_tls,
+        on_event=on_event,
     )
