@@ -114,8 +114,9 @@ async def streampage_client(
 
     pages = streampage.PageNumber(start=1, stop=n)
     retry = True if backoff is None else streampage.RetryPolicy(backoff=backoff)
+    open_stream = streampage.stream  # imported here, as the hand loop imports aiohttp
     meter.start()
-    stream = streampage.stream(url, pages=pages, concurrency=concurrency, retry=retry)
+    stream = open_stream(url, pages=pages, concurrency=concurrency, retry=retry)
     try:
         async with stream:
             async for _page in stream:
@@ -215,8 +216,9 @@ async def sources_streampage_client(
     per_source = n // sources
     counts = [0] * sources
     pages = streampage.Cursor(field="next_cursor", param="cursor")
+    open_stream = streampage.stream  # imported here, as the hand loop imports aiohttp
     meter.start()
-    stream = streampage.stream(
+    stream = open_stream(
         [streampage.Source(url, params={"src": k}, key=k) for k in range(sources)],
         pages=pages,
         concurrency=concurrency,
@@ -346,8 +348,9 @@ async def sink_client(
 
     sink = make_sink(kind, target, table)
     pages = streampage.PageNumber(start=1, stop=n)
+    open_stream = streampage.stream  # imported here, as the hand loop imports aiohttp
     meter.start()
-    stream = streampage.stream(url, pages=pages, concurrency=concurrency, retry=True)
+    stream = open_stream(url, pages=pages, concurrency=concurrency, retry=True)
     records = stream.records(RECORDS_PATH)
     counted = 0
     try:
