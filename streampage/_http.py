@@ -23,25 +23,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._errors import RequestError, ResponseTooLargeError
-from ._redact import redact_url
+from ._redact import is_secret_header, redact_url
 
 __all__ = ["HttpClient", "Response", "Transient", "is_secret_header"]
 
-_SECRET_HEADER = re.compile(
-    r"authorization|cookie|api[-_]?key|token|secret|password|passwd|session|signature|auth",
-    re.IGNORECASE,
-)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
 _CHUNK = 1 << 16
 #: Bodies with a Content-Length up to this are read in one call; larger ones in chunks,
 #: so that Timeout(min_rate=) can watch them.
 _WHOLE = 1 << 18
-
-
-def is_secret_header(name: str) -> bool:
-    """Authorization, Cookie, and anything named like a key, token, secret or session."""
-    return _SECRET_HEADER.search(name) is not None
 
 
 class Response(NamedTuple):

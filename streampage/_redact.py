@@ -28,6 +28,17 @@ SECRET_PARAMS = frozenset(
 
 REDACTED = "REDACTED"
 
+_SECRET_HEADER = re.compile(
+    r"authorization|cookie|api[-_]?key|token|secret|password|passwd|session|signature|auth",
+    re.IGNORECASE,
+)
+
+
+def is_secret_header(name: str) -> bool:
+    """Authorization, Cookie, and anything named like a key, token, secret or session."""
+    return _SECRET_HEADER.search(name) is not None
+
+
 #: Words that make a parameter name look like a credential, for what is stored
 #: (checkpoints), when they are a whole part of the name (``private_token``,
 #: ``X-Amz-Signature``): looser than SECRET_PARAMS, never a substring (``author``,

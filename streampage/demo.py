@@ -42,12 +42,10 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
+from ._demo_styles import DEFAULT_ITEMS, DEFAULT_PER_PAGE, STYLES
+
 __all__ = ["DEFAULT_ITEMS", "DEFAULT_PER_PAGE", "STYLES", "ItemsPage", "make_app", "serve"]
 
-DEFAULT_ITEMS = 100_000
-DEFAULT_PER_PAGE = 25
-#: The pagination styles the demo API can serve.
-STYLES = ("page", "offset", "cursor", "next-url", "link")
 _TAGS = ("red", "green", "blue", "small", "large", "sale", "new", "classic")
 
 

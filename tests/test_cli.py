@@ -1,4 +1,5 @@
-"""The command line: `streampage demo` end to end, and `serve-demo` as a real server."""
+"""The command line: `streampage demo` end to end, `serve-demo` as a real server, and what
+each command imports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+import streampage
+from streampage._demo_styles import DEFAULT_ITEMS, DEFAULT_PER_PAGE, STYLES
 from streampage.cli import main
+from streampage.cli._parser import build_parser
 
 
 def test_demo_streams_every_record_exactly_once() -> None:
@@ -131,3 +135,83 @@ def test_serve_demo_bad_flags_exit_2() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("streampage: error: --per-page 500")
+
+
+# ---------------------------------------------------------------------- what a command imports
+
+#: modules `--version` and `--help` have no use for (aiohttp and asyncio alone are ~0.2 s)
+HEAVY = (
+    "aiohttp",
+    "aiohttp.web",
+    "asyncio",
+    "yarl",
+    "msgspec",
+    "rich",
+    "streampage.demo",
+    "streampage._stream",
+    "streampage._http",
+    "streampage._engine",
+)
+
+
+def loaded_after(*argv: str) -> set[str]:
+    """The modules of HEAVY in sys.modules after main(argv) in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        "from streampage.cli import main\n"
+        "try:\n"
+        f"    main({list(argv)!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(proc.stdout.splitlines()[-1].split())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["--help"], ["fetch", "--help"], ["demo", "--help"], ["fetch"]],
+)
+def test_version_and_help_import_neither_aiohttp_nor_the_demo(argv: list[str]) -> None:
+    assert loaded_after(*argv) == set()
+
+
+def test_version_prints_the_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streampage", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"streampage {streampage.__version__}"
+
+
+def test_fetch_loads_no_demo_server() -> None:
+    # a run that stops at once (nothing listens on port 9), past the imports of a fetch
+    loaded = loaded_after("fetch", "http://127.0.0.1:9/items", "--retries", "1", "-q")
+    assert "aiohttp" in loaded and "streampage._stream" in loaded
+    assert not {"aiohttp.web", "streampage.demo", "rich"} & loaded
+
+
+def test_the_parser_shows_the_library_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """The parser writes the library's defaults out (importing them would load asyncio and
+    aiohttp for --help): they must stay the library's."""
+    from streampage import demo
+    from streampage._stream import DEFAULT_MAX_PAGE_BYTES
+
+    retry, timeout = streampage.RetryPolicy(), streampage.Timeout()
+    args = build_parser().parse_args(["fetch", "https://api.example.com/items"])
+    assert args.attempts == retry.attempts
+    assert args.read_timeout == timeout.first_byte
+    assert args.min_rate == int(timeout.min_rate or 0)
+    assert args.max_page_bytes == DEFAULT_MAX_PAGE_BYTES
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fetch", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default {retry.attempts}, waits from {retry.backoff:g} s doubling;" in shown
+    assert (demo.DEFAULT_ITEMS, demo.DEFAULT_PER_PAGE, demo.STYLES) == (
+        DEFAULT_ITEMS,
+        DEFAULT_PER_PAGE,
+        STYLES,
+    )

@@ -22,7 +22,9 @@ from aiohttp import web
 from conftest import cli_fetch as fetch
 
 import streampage
-from streampage.cli import _parser, _plan, main
+from streampage.cli import main
+from streampage.cli._parser import build_parser
+from streampage.cli._plan import make_plan
 from streampage.demo import serve
 
 HANG = 30.0
@@ -217,7 +219,8 @@ async def test_rate_limits_the_requests(tmp_path: Path) -> None:
 
 
 def plan_of(*args: str) -> Any:
-    return _plan(_parser().parse_args(["fetch", "https://api.example.com/items", *args]), print)
+    parsed = build_parser().parse_args(["fetch", "https://api.example.com/items", *args])
+    return make_plan(parsed, print)
 
 
 def test_options_become_the_stream_arguments(tmp_path: Path) -> None:

@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ConfigurationError, StreamPageError
-from ._redact import redact_url
+from .._errors import ConfigurationError, StreamPageError
+from .._redact import redact_url
+from . import PROG, UsageError
+from ._progress import _make_progress, _NoProgress, _Snapshot
+from ._records import _AutoRecords, _Spec
+from ._summary import _print_table
 
 __all__ = ["fetch_sharded"]
-
-PROG = "streampage"
 
 #: options of a single run that a sharded job does not take, and why
 _NOT_SHARDED = {
@@ -36,8 +38,7 @@ def fetch_sharded(
 ) -> int:
     """Run the job; 0 when it is complete, 1 when a shard failed or the whole does not add
     up, 2 for a usage error, 130 when interrupted (the shards stop at their last commit)."""
-    from .cli import UsageError, _make_progress, _NoProgress, _print_table, _Snapshot
-    from .distributed import run_sharded
+    from ..distributed import run_sharded
 
     try:
         for dest, why in _NOT_SHARDED.items():
@@ -143,8 +144,6 @@ def _records(spec: str, extract: Any) -> Any:
     if spec == ".":
         return None
     if spec == "auto":
-        from .cli import _AutoRecords, _Spec
-
         return _Spec(_AutoRecords(None), "auto")
     return spec
 

@@ -1,0 +1,101 @@
+"""Secrets: the credentials the user gave are kept out of every line the command prints, and
+the library's log records reach stderr scrubbed."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl, urlsplit
+
+from .._redact import REDACTED, SECRET_PARAMS, is_secret_header
+from . import PROG, _one_line
+
+#: Header names whose values are shown as they are (never credentials).
+_PLAIN_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"}
+)
+
+
+class _Scrubber:
+    """Replaces every credential the user gave (header values, secret parameters, URL
+    passwords) by REDACTED in text about to be printed: defence in depth, since the library
+    redacts URLs itself and never prints headers, but a server may echo them in a body."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> _Scrubber:
+        found: list[str] = []
+        for name, value in args.headers:
+            if name.lower() not in _PLAIN_HEADERS:
+                found.append(value)
+                scheme, _, credential = value.partition(" ")
+                if credential and scheme.isalpha():
+                    found.append(credential.strip())  # "Bearer <token>": the token alone too
+        for key, value in args.params:
+            if key.lower() in SECRET_PARAMS or is_secret_header(key):
+                found.append(value)
+        for target in (args.url, args.output or ""):
+            with contextlib.suppress(ValueError):
+                parts = urlsplit(target)
+                if parts.password:
+                    found.append(parts.password)
+                found += [v for k, v in parse_qsl(parts.query) if k.lower() in SECRET_PARAMS]
+        return cls(found)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+class _LogHandler(logging.Handler):
+    """The library's log records on stderr (looked up at each record, so that a progress
+    bar that wraps stderr keeps them above it), scrubbed."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        super().__init__()
+        self._scrub = scrub
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self._scrub(_one_line(record.getMessage()))
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(verbose: int, quiet: bool, scrub: Callable[[str], str]) -> Callable[[], None]:
+    logger = logging.getLogger("streampage")
+    handler = _LogHandler(scrub)
+    if quiet:
+        level = logging.ERROR
+    elif verbose:
+        level = logging.INFO if verbose == 1 else logging.DEBUG
+    else:
+        # warnings, and which paginator pages=auto chose (an INFO record worth seeing);
+        # not "page N failed after...": failed pages are listed at the end, or the error
+        level = logging.INFO
+        handler.addFilter(
+            lambda r: (
+                str(r.msg).startswith("pages=auto")
+                if r.levelno < logging.WARNING
+                else not str(r.msg).startswith("page %d failed after")
+            )
+        )
+    handler.setLevel(level)
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+    return undo
