@@ -507,6 +507,7 @@ class _AutoRun:
                     number,
                     number - 1,
                     self.param,
+                    extra={"streampage_decision": True},  # no event says it: the CLI shows it
                 )
                 self._stopped = True
                 run.end_at(number - 1)

@@ -538,7 +538,14 @@ class Engine:
         raise PaginationError(message, page=later, url=shown)
 
     def _give_up(self, walk: Walk, number: int, error: PageError, attempts: int) -> PageError:
-        logger.warning("page %d failed after %d attempt(s): %s", number, attempts, error)
+        # tagged: a program that reports failures itself (PageFailed) can leave these out
+        logger.warning(
+            "page %d failed after %d attempt(s): %s",
+            number,
+            attempts,
+            error,
+            extra={"streampage_failure": True},
+        )
         error.attempts = attempts
         error.source = walk.source
         walk.run.failed(number)

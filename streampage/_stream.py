@@ -385,7 +385,10 @@ class Stream(Generic[T]):
         pages = None
         last = getattr(run, "last", None)
         if last is not None and not run.open_ended and walk.first is not None:
-            pages = last - walk.first + 1  # a resume's committed pages included
+            pages = last - walk.first + 1
+            done = getattr(getattr(run, "_run", run), "_done", None)  # a resume's commits
+            for a, b in done.ranges() if done is not None else ():
+                pages -= max(0, min(b, last) - max(a, walk.first) + 1)
         records = None
         evidence = []
         for rep in walk.tally.totals.values():

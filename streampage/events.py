@@ -60,9 +60,8 @@ class Total:
 @dataclass(frozen=True, slots=True)
 class TotalDiscovered(Event):
     """The first page said how much there is (``stream.total`` says it too): ``pages`` the
-    pages of the source from the first this run fetched to the last (a resume's committed
-    pages among them: ``stats.resumed_pages`` says how many), ``records`` the records the
-    server reported, and where they came from (``evidence``)."""
+    pages this run will deliver (a resume's committed pages left out), ``records`` the
+    records the server reported, and where they came from (``evidence``)."""
 
     pages: int | None
     records: int | None

@@ -18,8 +18,9 @@ from .. import _runner
 from .._errors import CheckpointInUseError, ConfigurationError, StreamPageError
 from .._stats import StreamStats
 from .._stream import Stream, stream
+from ..events import Event, PaginatorChosen, TotalDiscovered
 from . import PROG, UsageError, _one_line
-from ._plan import _Plan, make_plan
+from ._plan import _Plan, as_options, make_plan
 from ._progress import _make_progress, _NoProgress, _Progress, _snapshot
 from ._secrets import _Scrubber, _setup_logging
 from ._summary import _print_failures, _print_fetch_summary, _write_stats_json
@@ -60,7 +61,9 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
             from ._shards import fetch_sharded
 
             return fetch_sharded(args, plan, scrub, say)
-        s: Stream[Any] = stream(plan.url, pages=plan.paginator, **plan.options)
+        s: Stream[Any] = stream(
+            plan.url, pages=plan.paginator, on_event=_Listener(plan, announce), **plan.options
+        )
     except (UsageError, ConfigurationError) as exc:
         say(str(exc))
         return 2
@@ -123,6 +126,30 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
             say(f"--stats-json {plan.stats_json}: {exc.strerror or exc}")
             return code or 1
     return code
+
+
+class _Listener:
+    """What the stream tells as it runs, for the command line: the total the first page
+    gave (the bar's end and its ETA), and pages=auto's choice, said as the options that
+    pin it. Failures and retries are read from the stream's stats and failures."""
+
+    def __init__(self, plan: _Plan, announce: Callable[[str], None]) -> None:
+        self._plan = plan
+        self._announce = announce
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TotalDiscovered):
+            if event.pages is not None:
+                cap = self._plan.options.get("max_pages")
+                self._plan.total = event.pages if cap is None else min(cap, event.pages)
+        elif isinstance(event, PaginatorChosen):
+            if event.paginator is None:
+                self._announce(
+                    "--pages auto: the first response shows no pagination, so it is the only "
+                    "page (name the style with --pages if there are more)"
+                )
+            else:
+                self._announce(f"--pages auto chose {as_options(event.paginator)}")
 
 
 async def _drive(

@@ -4,7 +4,7 @@ its records; options that do not apply are an error rather than silently ignored
 from __future__ import annotations
 
 import argparse
-import math
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +14,7 @@ from .._pagination import Header, Offset, PageNumber, Paginator
 from .._policy import RateLimit, RetryPolicy, Timeout
 from .._walks import Cursor, LinkHeader, NextURL
 from . import UsageError
-from ._records import _records_of, _Spec, _WatchTotal
+from ._records import _records_of, _Spec
 from ._targets import _check_file, _Target, _target
 
 _APPLIES = {
@@ -92,65 +92,6 @@ def _paginator(args: argparse.Namespace, items: str | None) -> Paginator | None:
     return LinkHeader(fan_out=not args.no_fan_out, cross_origin=bool(args.cross_origin))
 
 
-def _known_total(args: argparse.Namespace) -> int | None:
-    """The page count when the options fix it (for the bar and its ETA); None otherwise
-    (see also _total_reader). A resumed run skips an unknown number of committed pages."""
-    if args.resume:
-        return None
-    total: int | None = None
-    if args.pages == "page" and args.stop is not None:
-        total = max(0, args.stop - (1 if args.start is None else args.start) + 1)
-    elif args.pages == "offset" and args.stop is not None:
-        limit = 100 if args.size is None else args.size
-        total = math.ceil(max(0, args.stop - (args.start or 0)) / limit)
-    if args.max_pages is not None:
-        total = args.max_pages if total is None else min(total, args.max_pages)
-    return total
-
-
-def _total_reader(args: argparse.Namespace) -> Callable[[Any], int | None] | None:
-    """For a total the options name in the body (``--total-pages FIELD``, ``--total-items
-    FIELD``) and no ``--stop``: the page count read from the first page's body, as the
-    paginator reads it. (A total in a header, or one that ``--pages auto`` finds, is not
-    visible here: the engine does not expose the total it discovered.)"""
-    if args.resume or args.stop is not None:
-        return None
-
-    def field(text: str | None) -> str | None:
-        return None if text is None or text.lower().startswith("header:") else text
-
-    def count(data: Any, path: str) -> int | None:
-        value = get_path(data, path)
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            return None
-        try:
-            number = int(value)
-        except ValueError:
-            return None
-        return number if number >= 0 else None
-
-    pages_field, items_field = field(args.total_pages), field(args.total_items)
-    if args.pages == "page" and pages_field is not None:
-        return lambda data: count(data, pages_field)
-    if args.pages == "page" and items_field is not None and args.size is not None:
-        size = args.size
-
-        def page_count(data: Any) -> int | None:
-            items = count(data, items_field)
-            return None if items is None else math.ceil(items / size)
-
-        return page_count
-    if args.pages == "offset" and items_field is not None:
-        limit, start = args.size or 100, args.start or 0
-
-        def offset_count(data: Any) -> int | None:
-            items = count(data, items_field)
-            return None if items is None else math.ceil(max(0, items - start) / limit)
-
-        return offset_count
-    return None
-
-
 def _expectations(pairs: list[tuple[str, str]]) -> Callable[[Any], bool] | None:
     """``--expect FIELD=PARAM``: a page whose body does not echo its own request is another
     page's body (a cache, a proxy): validate= rejects it, and it is fetched again."""
@@ -189,6 +130,7 @@ class _Plan:
     options: dict[str, Any]
     target: _Target
     records: Callable[[Any], list[Any]]
+    #: the pages this run delivers, for the bar and its ETA, once the stream knows
     total: int | None
     stats_json: str | None
 
@@ -253,10 +195,74 @@ def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Pla
         options=options,
         target=target,
         records=records,
-        total=_known_total(args),
+        # at most --max-pages until the stream tells the total (TotalDiscovered); a resume
+        # skips an unknown number of committed pages
+        total=None if args.resume else args.max_pages,
         stats_json=args.stats_json,
     )
-    reader = _total_reader(args)
-    if reader is not None:
-        plan.records = _WatchTotal(records, reader, plan)
     return plan
+
+
+def as_options(pages: Any) -> str:
+    """The options that pin a paginator (what ``--pages auto`` chose), as _paginator reads
+    them back: options at their defaults are left out."""
+    if isinstance(pages, PageNumber):
+        said = ["--pages page"]
+        if pages.param != "page":
+            said.append(f"--page-param {_q(pages.param)}")
+        if pages.start != 1:
+            said.append(f"--start {pages.start}")
+        if pages.stop is not None:
+            said.append(f"--stop {pages.stop}")
+        if pages.size is not None and (pages.size_param is not None or pages.total_items):
+            said.append(f"--size {pages.size}")
+            if pages.size_param not in (None, "per_page"):
+                said.append(f"--size-param {_q(pages.size_param)}")
+        said += _totals(pages)
+        return " ".join(said)
+    if isinstance(pages, Offset):
+        said = ["--pages offset"]
+        if pages.param != "offset":
+            said.append(f"--page-param {_q(pages.param)}")
+        if pages.limit != 100:
+            said.append(f"--size {pages.limit}")
+        if pages.limit_param not in (None, "limit"):
+            said.append(f"--size-param {_q(pages.limit_param)}")
+        if pages.start:
+            said.append(f"--start {pages.start}")
+        return " ".join(said + _totals(pages))
+    if isinstance(pages, Cursor):
+        said = ["--pages cursor"]
+        if pages.field != "next_cursor":
+            said.append(f"--cursor-field {_q(pages.field)}")
+        if pages.param != "cursor":
+            said.append(f"--cursor-param {_q(pages.param)}")
+        return " ".join(said)
+    if isinstance(pages, NextURL):
+        said = ["--pages next-url"]
+        if pages.field != "next":
+            said.append(f"--next-field {_q(pages.field)}")
+        return " ".join(said + (["--cross-origin"] if pages.cross_origin else []))
+    if isinstance(pages, LinkHeader):
+        said = ["--pages link"] + ([] if pages.fan_out else ["--no-fan-out"])
+        return " ".join(said + (["--cross-origin"] if pages.cross_origin else []))
+    return f"--pages auto ({type(pages).__name__})"
+
+
+def _totals(pages: PageNumber | Offset) -> list[str]:
+    said = []
+    for option, source in (
+        ("--total-pages", getattr(pages, "total_pages", None)),
+        ("--total-items", pages.total_items),
+        ("--has-more", pages.has_more),
+    ):
+        if isinstance(source, Header):
+            said.append(f"{option} header:{source.name}")
+        elif isinstance(source, str):
+            said.append(f"{option} {_q(source)}")
+    return said
+
+
+def _q(text: Any) -> str:
+    """A value as the shell takes it (a function of the page has no option: its name)."""
+    return shlex.quote(text if isinstance(text, str) else getattr(text, "__name__", "?"))

@@ -21,10 +21,35 @@ class _Snapshot:
     failed: int = 0
     #: what else to say (a sharded job: its shards done)
     note: str = ""
+    #: seconds the workers waited on the rate limit or a pause the server asked for
+    throttled: float = 0.0
 
 
 def _snapshot(stats: StreamStats, total: int | None) -> _Snapshot:
-    return _Snapshot(stats.pages, stats.records, total, stats.total_retries, stats.failed)
+    return _Snapshot(
+        stats.pages,
+        stats.records,
+        total,
+        stats.total_retries,
+        stats.failed,
+        throttled=stats.throttled_seconds,
+    )
+
+
+def _counts(snap: _Snapshot) -> str:
+    """``412/800`` (thousands separated), or ``412`` with no total."""
+    return f"{snap.pages:,}/{snap.total:,}" if snap.total else f"{snap.pages:,}"
+
+
+def _eta(snap: _Snapshot, rate: float) -> str:
+    if not snap.total or rate <= 0 or snap.pages >= snap.total:
+        return ""
+    left = int((snap.total - snap.pages) / rate)
+    return f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
+def _throttled(snap: _Snapshot) -> str:
+    return f"throttled {snap.throttled:,.1f} s" if snap.throttled >= 0.05 else ""
 
 
 class _Progress(Protocol):
@@ -72,18 +97,22 @@ class _PlainProgress:
             return
         self._last = now
         self._shown_total = self._shown_total or at_total
-        rate = snap.pages / max(now - self._start, 1e-9)
-        total = f"/{snap.total:,}" if snap.total else ""
-        eta = ""
+        elapsed = now - self._start
+        rate = snap.pages / max(elapsed, 1e-9)
+        parts = [
+            f"{_counts(snap)} pages",
+            f"{snap.records:,} records",
+            f"{rate:,.0f} pages/s",
+            f"{snap.retries:,} retries",
+            f"{snap.failed:,} failed",
+            _throttled(snap),
+            f"elapsed {elapsed:,.0f} s",
+        ]
         if snap.total and rate > 0 and snap.pages < snap.total:
-            eta = f", ETA {(snap.total - snap.pages) / rate:,.0f} s"
-        note = f"{snap.note}, " if snap.note else ""
-        print(
-            f"  {note}{snap.pages:,}{total} pages, {snap.records:,} records, "
-            f"{rate:,.0f} pages/s, {snap.retries:,} retries, {snap.failed:,} failed{eta}",
-            file=self._out,
-            flush=True,
-        )
+            parts.append(f"ETA {(snap.total - snap.pages) / rate:,.0f} s")
+        if snap.note:
+            parts.insert(0, snap.note)
+        print("  " + ", ".join(p for p in parts if p), file=self._out, flush=True)
 
     def close(self) -> None:
         pass
@@ -99,50 +128,56 @@ class _RichProgress:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         self._progress = Progress(
+            SpinnerColumn(finished_text=" "),
             TextColumn("{task.fields[note]}"),
-            TextColumn("pages"),
-            BarColumn(),
-            MofNCompleteColumn(),
+            BarColumn(bar_width=24),  # pulses while the total is unknown
+            TextColumn("{task.fields[counts]} pages"),
             TextColumn("{task.fields[records]} records"),
             TextColumn("{task.fields[rate]} pages/s"),
-            TextColumn("{task.fields[retries]}"),
-            TextColumn("{task.fields[failed]}"),
+            TextColumn("{task.fields[trouble]}"),
+            TextColumn("elapsed"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=Console(stderr=stderr),
         )
         self._task = self._progress.add_task(
             "fetch",
             total=None,
             note="",
+            counts="0",
             records="0",
             rate="0",
-            retries="0 retries",
-            failed="0 failed",
+            trouble="",
+            eta="",
         )
         self._start = time.perf_counter()
         self._progress.start()
 
     def update(self, snap: _Snapshot) -> None:
         rate = snap.pages / max(time.perf_counter() - self._start, 1e-9)
-        failed = f"{snap.failed:,} failed"
+        trouble = [
+            f"[yellow]{snap.retries:,} retries" if snap.retries else "0 retries",
+            f"[red]{snap.failed:,} failed" if snap.failed else "0 failed",
+        ]
+        if _throttled(snap):
+            trouble.append(f"[yellow]{_throttled(snap)}")
         self._progress.update(
             self._task,
             completed=snap.pages,
             total=snap.total,
             note=snap.note,
+            counts=_counts(snap),
             records=f"{snap.records:,}",
             rate=f"{rate:,.0f}",
-            retries=f"[yellow]{snap.retries:,} retries" if snap.retries else "0 retries",
-            failed=f"[red]{failed}" if snap.failed else failed,
+            trouble="[default], ".join(trouble),
+            eta=_eta(snap, rate),
         )
 
     def close(self) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._decode import get_path
 from .._into import as_records, path_records
 from . import UsageError
-
-if TYPE_CHECKING:
-    from ._plan import _Plan
 
 
 class _Spec:
@@ -24,28 +21,6 @@ class _Spec:
         self.spec = spec
 
     def __call__(self, data: Any) -> list[Any]:
-        return self._records(data)
-
-
-class _WatchTotal:
-    """Records of a page, reading the page count from the first page on the way (for the
-    progress bar's total and ETA)."""
-
-    def __init__(
-        self, records: Callable[[Any], list[Any]], reader: Callable[[Any], int | None], plan: _Plan
-    ) -> None:
-        self._records = records
-        self._reader: Callable[[Any], int | None] | None = reader
-        self._plan = plan
-        self.spec = getattr(records, "spec", None)
-
-    def __call__(self, data: Any) -> list[Any]:
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            total = reader(data)
-            if total is not None:
-                cap = self._plan.total
-                self._plan.total = total if cap is None else min(total, cap)
         return self._records(data)
 
 

@@ -77,14 +77,15 @@ def _setup_logging(verbose: int, quiet: bool, scrub: Callable[[str], str]) -> Ca
     elif verbose:
         level = logging.INFO if verbose == 1 else logging.DEBUG
     else:
-        # warnings, and which paginator pages=auto chose (an INFO record worth seeing);
-        # not "page N failed after...": failed pages are listed at the end, or the error
+        # warnings, and the decisions no event tells (the library tags both); not the
+        # failed pages: they are listed at the end, or are the error. What pages=auto
+        # chose comes as an event, said as options (fetch's _Listener).
         level = logging.INFO
         handler.addFilter(
             lambda r: (
-                str(r.msg).startswith("pages=auto")
+                getattr(r, "streampage_decision", False)
                 if r.levelno < logging.WARNING
-                else not str(r.msg).startswith("page %d failed after")
+                else not getattr(r, "streampage_failure", False)
             )
         )
     handler.setLevel(level)
