@@ -166,12 +166,12 @@ async def drain(
     earlier_source: dict[str, str] | None = None
     committing: asyncio.Task[None] | None = None
     try:
-        stored = await _sinking(sink, "open", sink.open(name), 0)
+        stored = await _sinking(sink, "open", _to_the_end(sink.open(name)), 0)
         if mode == "replace":
             replace = getattr(sink, "replace", None)
             if replace is None:
                 raise ConfigurationError(f"{sink!r} cannot be replaced: it has no replace()")
-            await _sinking(sink, "replace", replace(name), 0)
+            await _sinking(sink, "replace", _to_the_end(replace(name)), 0)
         elif stored is not None:
             earlier = Checkpoint.from_json(stored)
             _check_resume(sink, name, mode, earlier, source, stream._sources.single is None)
@@ -256,7 +256,7 @@ async def drain(
                 await committing
             finish = getattr(sink, "finish", None)
             if progress.finished and finish is not None:
-                await _sinking(sink, "finish", finish(name), len(progress))
+                await _sinking(sink, "finish", _to_the_end(finish(name)), len(progress))
     finally:
         if committing is not None:
             # Leaving early (an error, a cancellation): the batch being committed holds
@@ -268,12 +268,29 @@ async def drain(
     return stats
 
 
+async def _to_the_end(call: Any) -> Any:
+    """Await a sink call to its end, even when this task is cancelled meanwhile (Ctrl-C, a
+    sharded job's stop): a file sink opens in a thread, which a cancellation does not stop,
+    and a close that ran before the open ended would leave its lock and journal open."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # its own failure gives way to the cancellation
+            await task
+        raise
+
+
 async def _close(sink: Sink, durable: int) -> None:
     """Close the sink; its failure is a SinkError, unless an error is on its way out
     already: then it is a note on that one, which says what went wrong first."""
     leaving = sys.exc_info()[1]
     try:
-        await _sinking(sink, "close", sink.close(), durable)
+        # Shielded: a run cancelled (Ctrl-C, a sharded job's stop) while its sink opened
+        # must still let go of the sink's lock and files; anyio would otherwise cancel the
+        # close at once.
+        with anyio.CancelScope(shield=True):
+            await _sinking(sink, "close", sink.close(), durable)
     except SinkError as exc:
         if leaving is None:
             raise
