@@ -527,7 +527,8 @@ class Engine:
             message = (
                 f"page {later} has the same body as page {earlier} {where}: the server "
                 f"ignores {named}, so every page would be the first again. Check the "
-                "paginator's parameter name against the API's documentation."
+                "paginator and its page parameter against the API's documentation "
+                "(streampage fetch: --pages, --page-param)."
             )
         else:
             message = (

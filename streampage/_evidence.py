@@ -357,7 +357,7 @@ class Tally:
             if self.capped:
                 if delivered > rep.hi and rep.unit == "records":
                     return self._error(rep, delivered, shown), "", True
-                unchecked.append(f"{rep.evidence}: the run was bounded (stop, max_pages)")
+                unchecked.append(f"{rep.evidence}: the run was bounded (stop=, max_pages=)")
                 continue
             if rep.lo == delivered == rep.hi:
                 checked.append(f"{delivered:,} {rep.unit} as {rep.evidence} says")

@@ -60,7 +60,8 @@ def path_records(path: str) -> Callable[[Any], list[Any]]:
             if found is None and not has_path(data, path) and count_records(data):
                 raise ConfigurationError(
                     f"records {path!r}: the first page has no field {path!r}; its keys are: "
-                    f"{keys_of(data)}. Name the list that holds the records."
+                    f"{keys_of(data)}. Name the list that holds the records (records(path), "
+                    "streampage fetch --records PATH)."
                 )
         return as_records(found)
 

@@ -178,6 +178,43 @@ async def test_a_total_named_in_the_body_gives_the_progress_its_total() -> None:
     assert "15/15 pages, 300 records" in run.err
 
 
+async def test_an_option_of_one_style_implies_it() -> None:
+    async with demo_api(items=300, per_page=10) as url:
+        run = await fetch(url, "--total-pages", "total_pages", "--records", "items", "-o", "-")
+    assert run.code == 0, run
+    assert len(run.out.splitlines()) == 300
+    assert "30/30 pages" in run.err
+    assert "--pages auto" not in run.err  # nothing was guessed
+
+
+async def test_user_sends_basic_credentials_and_never_shows_them() -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != "Basic YWxpY2U6czNjcjN0LXB3":
+            return web.Response(status=401, text="who are you?")
+        return web.json_response({"items": [{"id": 1}, {"id": 2}]})
+
+    app = web.Application()
+    app.router.add_get("/items", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/items"
+    try:
+        good = await fetch(url, "-u", "alice:s3cr3t-pw", "-v", "-o", "-")
+        bad = await fetch(url, "-u", "alice:wrong-pw", "-v", "-o", "-")
+    finally:
+        await runner.cleanup()
+    assert good.code == 0, good
+    assert [json.loads(line)["id"] for line in good.out.splitlines()] == [1, 2]
+    assert bad.code == 1 and "401" in bad.err
+    for run in (good, bad):
+        for secret in ("s3cr3t-pw", "YWxpY2U6czNjcjN0LXB3", "wrong-pw", "YWxpY2U6d3JvbmctcHc="):
+            assert secret not in run.err + run.out
+
+
 async def test_the_total_pages_auto_found_gives_the_progress_its_total() -> None:
     async with demo_api(items=8000, per_page=10) as url:  # 800 pages, total_pages in the body
         run = await fetch(url, "--records", "items", "-o", "-")
@@ -386,7 +423,11 @@ def usage(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["http://127.0.0.1:9/x", "-o", "sqlite:///x.db?table=no-dash"], "plain identifier"),
         (["http://127.0.0.1:9/x", "-o", "sqlite:///x.db?tabel=t"], "table is the only"),
         (["http://127.0.0.1:9/x", "--resume"], "--resume needs an output target"),
-        (["http://127.0.0.1:9/x", "--cursor-field", "c"], "applies to --pages cursor"),
+        (["http://127.0.0.1:9/x", "--pages", "page", "--cursor-field", "c"], "--pages cursor"),
+        (["http://127.0.0.1:9/x", "--total-items", "n"], "fits --pages offset or --pages page"),
+        (["http://127.0.0.1:9/x", "--total-pages", "n", "--cursor-field", "c"], "different"),
+        (["http://127.0.0.1:9/x", "-u", "alice"], "written user:password"),
+        (["http://127.0.0.1:9/x", "-u", "a:b", "-H", "Authorization: x"], "-u sends one"),
         (["http://127.0.0.1:9/x", "--pages", "link", "--stop", "3"], "applies to --pages"),
         (["http://127.0.0.1:9/x", "--pages", "page", "--start", "5", "--stop", "2"], "before"),
         (["http://127.0.0.1:9/x", "--burst", "3"], "--burst needs --rate"),
@@ -460,7 +501,7 @@ async def test_an_existing_output_without_resume_is_bad_usage(tmp_path: Path) ->
         again = await fetch(url, "-o", str(out), "-q")
         resumed = await fetch(url, "-o", str(out), "--resume", "--stats-json", "-")
     assert first.code == 0, first
-    assert again.code == 2 and "(streampage fetch --resume)" in again.err
+    assert again.code == 2 and "pass --resume" in again.err
     assert resumed.code == 0, resumed
     # all committed: only the last page again (for records added to it), none of it new
     doc = json.loads(resumed.out)

@@ -78,7 +78,9 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    from ._speak import speak
+
+    print(f"{PROG}: error: {_one_line(speak(message))}", file=sys.stderr, flush=True)
 
 
 def _one_line(text: str) -> str:

@@ -23,6 +23,7 @@ from . import PROG, UsageError, _one_line
 from ._plan import _Plan, as_options, make_plan
 from ._progress import _make_progress, _NoProgress, _Progress, _snapshot
 from ._secrets import _Scrubber, _setup_logging
+from ._speak import speak
 from ._summary import _print_failures, _print_fetch_summary, _write_stats_json
 
 __all__ = ["fetch"]
@@ -46,7 +47,7 @@ def fetch(args: argparse.Namespace) -> int:
 
 def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
     def say(text: str) -> None:
-        print(f"{PROG}: error: {scrub(_one_line(text))}", file=sys.stderr, flush=True)
+        print(f"{PROG}: error: {_one_line(speak(scrub(text)))}", file=sys.stderr, flush=True)
 
     def announce(text: str) -> None:
         if not args.quiet:

@@ -4,6 +4,7 @@ library but its version and the demo API's styles: ``--version`` and ``--help`` 
 from __future__ import annotations
 
 import argparse
+import base64
 import math
 import re
 from collections.abc import Callable
@@ -120,6 +121,16 @@ def _header(text: str) -> tuple[str, str]:
         # never echo the text: it may hold a credential
         raise argparse.ArgumentTypeError("a header is written 'Name: value'")
     return name, value.strip()
+
+
+def _user(text: str) -> tuple[str, str]:
+    """``-u user:password``: the Authorization header of HTTP Basic (RFC 7617)."""
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        # never echo the text: it holds a password
+        raise argparse.ArgumentTypeError("credentials are written user:password")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return "Authorization", f"Basic {token}"
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -303,8 +314,9 @@ def _fetch_parser(sub: Any) -> None:
     p.add_argument(
         "--pages",
         choices=_PAGINATORS,
-        default="auto",
-        help="how the API paginates (default: auto, decided from the first response)",
+        default=None,
+        help="how the API paginates (default: auto, decided from the first response; an "
+        "option of one style alone, like --total-pages, implies that style)",
     )
     p.add_argument(
         "--page-param",
@@ -488,6 +500,16 @@ def _fetch_parser(sub: Any) -> None:
         help="a request header (repeatable); values are never printed",
     )
     r.add_argument(
+        "-u",
+        "--user",
+        dest="headers",
+        type=_user,
+        action="append",
+        metavar="USER:PASSWORD",
+        help="Basic credentials (as curl's -u): an Authorization header, sent to the URL's "
+        "origin only, like -H; never printed",
+    )
+    r.add_argument(
         "--secret-header",
         action="append",
         default=[],
@@ -505,9 +527,7 @@ def _fetch_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="a query parameter added to every request (repeatable)",
     )
-    r.add_argument(
-        "--insecure", action="store_true", help="do not verify TLS certificates (verify_tls=False)"
-    )
+    r.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
 
     o = fetch.add_argument_group("output")
     o.add_argument(

@@ -48,10 +48,29 @@ def _value_source(text: str) -> str | Header:
     return text
 
 
+def _implied(args: argparse.Namespace) -> str:
+    """The style the paginator options given imply when --pages is not: the only style they
+    all apply to (--total-pages: page; --cursor-field: cursor); auto when none is given;
+    an error naming the choices when they fit more than one (--total-items: page or
+    offset)."""
+    given = [dest for dest in _APPLIES if getattr(args, dest) is not None]
+    if not given:
+        return "auto"
+    fits = set.intersection(*(set(_APPLIES[dest]) for dest in given))
+    if len(fits) == 1:
+        return fits.pop()
+    named = " ".join(_option(dest) for dest in given)
+    if not fits:
+        raise UsageError(f"{named} belong to different --pages styles: name the style")
+    choices = " or ".join(f"--pages {s}" for s in sorted(fits))
+    raise UsageError(f"{named} fits {choices}: say which with --pages")
+
+
 def _paginator(args: argparse.Namespace, items: str | None) -> Paginator | None:
     """The paginator the options describe (None: pages=auto); options that do not apply
     to the chosen style are an error rather than silently ignored."""
-    style = args.pages
+    style = args.pages or _implied(args)
+    args.pages = style
     for dest, styles in _APPLIES.items():
         if getattr(args, dest) is not None and style not in styles:
             need = " or ".join(f"--pages {s}" for s in styles)
@@ -158,7 +177,8 @@ def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Pla
     headers: dict[str, str] = {}
     for name, value in args.headers:
         if name.lower() in (h.lower() for h in headers):
-            raise UsageError(f"-H {name} is given twice")
+            also = " (-u sends one)" if name.lower() == "authorization" else ""
+            raise UsageError(f"-H {name} is given twice{also}")
         headers[name] = value
     params: dict[str, str] = {}
     for key, value in args.params:

@@ -134,19 +134,21 @@ class _RichProgress:
             TimeElapsedColumn,
         )
 
-        self._progress = Progress(
+        console = Console(stderr=stderr)
+        wide = console.width >= 130  # a narrow terminal keeps what matters on one line
+        columns = [
             SpinnerColumn(finished_text=" "),
             TextColumn("{task.fields[note]}"),
-            BarColumn(bar_width=24),  # pulses while the total is unknown
+            BarColumn(bar_width=24 if wide else 10),  # pulses while the total is unknown
             TextColumn("{task.fields[counts]} pages"),
-            TextColumn("{task.fields[records]} records"),
+            TextColumn("{task.fields[records]} records") if wide else None,
             TextColumn("{task.fields[rate]} pages/s"),
             TextColumn("{task.fields[trouble]}"),
-            TextColumn("elapsed"),
-            TimeElapsedColumn(),
+            TextColumn("elapsed") if wide else None,
+            TimeElapsedColumn() if wide else None,
             TextColumn("{task.fields[eta]}"),
-            console=Console(stderr=stderr),
-        )
+        ]
+        self._progress = Progress(*(c for c in columns if c is not None), console=console)
         self._task = self._progress.add_task(
             "fetch",
             total=None,

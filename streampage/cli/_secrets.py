@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .._redact import REDACTED, SECRET_PARAMS, is_secret_header
 from . import PROG, _one_line
+from ._speak import speak
 
 #: Header names whose values are shown as they are (never credentials).
 _PLAIN_HEADERS = frozenset(
@@ -63,7 +64,7 @@ class _LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self._scrub(_one_line(record.getMessage()))
+            text = _one_line(speak(self._scrub(record.getMessage())))
             print(f"{PROG}: {text}", file=sys.stderr, flush=True)
         except Exception:
             self.handleError(record)

@@ -13,6 +13,7 @@ import msgspec
 from .._errors import IncompleteError, PageError
 from .._redact import redact_url
 from . import PROG, _one_line
+from ._speak import speak
 
 if TYPE_CHECKING:
     from .._stats import StreamStats
@@ -45,7 +46,8 @@ def _print_failures(s: Stream[Any], scrub: Callable[[str], str]) -> None:
     rows = _failure_rows(s, scrub)
     incomplete = [f.error for f in s.failures if isinstance(f.error, IncompleteError)]
     for error in incomplete:
-        print(f"{PROG}: incomplete: {scrub(_one_line(str(error)))}", file=sys.stderr)
+        said = _one_line(speak(scrub(str(error))))
+        print(f"{PROG}: incomplete: {said}", file=sys.stderr)
     rows = [row for row in rows if row["error"] != "IncompleteError"]
     if not rows:
         return
@@ -192,7 +194,7 @@ def _checked(s: Stream[Any], scrub: Callable[[str], str]) -> str:
         )
     reason = done.notes[0] if len(done.notes) == 1 else "no response reported a total"
     reason = reason.removeprefix("not verifiable: ")
-    return f"complete as far as can be told (not verifiable: {scrub(reason)})"
+    return f"complete as far as can be told (not verifiable: {speak(scrub(reason))})"
 
 
 _RESULTS = {
