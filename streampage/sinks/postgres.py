@@ -493,8 +493,11 @@ class Postgres(Configured):
     async def _create(conn: Any, ddl: str) -> None:
         import asyncpg
 
-        # created at the same moment by another connection: IF NOT EXISTS can race
-        with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
+        # created at the same moment by another connection (the shards of a job): IF NOT
+        # EXISTS can race, on the table's name or on its row type's ("type ... exists")
+        with contextlib.suppress(
+            asyncpg.UniqueViolationError, asyncpg.DuplicateTableError, asyncpg.DuplicateObjectError
+        ):
             await conn.execute(ddl)
 
     def _connection(self) -> Any:
