@@ -9,7 +9,7 @@ async with streampage.stream(url, pages=pages, concurrency=32) as stream:
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load on first use (see __getattr__)
-    from . import events, sinks
+    from . import auth, events, sinks
     from ._auto import Auto
     from ._errors import (
         CheckpointInUseError,
@@ -75,6 +75,7 @@ _LAZY = {
     "stream": "._stream",
     "sinks": ".",
     "events": ".",
+    "auth": ".",
 }
 
 
@@ -131,6 +132,7 @@ __all__ = [
     "StreamStats",
     "Timeout",
     "ValidationError",
+    "auth",
     "events",
     "run",
     "sinks",

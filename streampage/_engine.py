@@ -1,14 +1,16 @@
 """The engine: a lazy producer, a bounded work queue, long-lived fetch workers, a result buffer.
 
-    paginator run ─numbers─► producer ─► work queue ─► N workers ─► result queue ─► consumer
-         ▲                  (waits on the  (maxsize N)  (one shared  (maxsize buffer)  (Stream)
-         │                   reorder window)             session)
+    paginator run ─numbers─► producer ─► work queue ─► N workers ─► results ───► consumer
+         ▲                  (waits on the  (maxsize N)  (one shared  (never blocks  (Stream)
+         │                   window)                     session)     a worker)
          └────── feedback: total discovered, end found (accept / ends_at_status) ──────┘
 
 Every number the producer hands out comes back through the result queue exactly once, as a
 page, an error, or ``None`` (nothing to deliver: past the end, or cancelled because it was).
 That invariant is what lets the ordered consumer advance past gaps, and what makes "nothing is
-dropped silently" checkable. The run ends by closing, not by counting: the producer puts one
+dropped silently" checkable. The window bounds memory: the producer hands out no more than
+``window`` pages the consumer has not taken yet (ordered: released), N being fetched and
+``buffer`` waiting unordered. The run ends by closing, not by counting: the producer puts one
 ``None`` per worker when the paginator is exhausted, and the runner puts ``_END`` when every
 worker has returned.
 
@@ -23,6 +25,7 @@ import contextlib
 import functools
 import importlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -79,6 +82,43 @@ _BODY_EXCERPT = 200
 _USER_AGENT = "streampage"
 
 
+class Results:
+    """Results waiting for the consumer: a deque, and the consumer's future while it waits.
+
+    Unbounded by itself: the producer hands out no more pages than the window allows
+    (Engine.outstanding), so a worker never blocks to put its result. A bounded queue
+    made the workers that found it full wait in line with futures of their own, and a
+    free slot went to whichever came next: at 1,000 workers, more than one wait a page.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Result] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Result) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self) -> Result:
+        items = self._items
+        while not items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class Engine:
     """One run of a stream. Created by Stream on first use, run as a single task."""
 
@@ -90,8 +130,8 @@ class Engine:
         control: PoolControl,
         decoder: msgspec.json.Decoder[Any],
         concurrency: int,
-        buffer: int,
-        window: int | None,
+        window: int,
+        ordered: bool = False,
         session: aiohttp.ClientSession | None,
         stats: StreamStats,
         completeness: Completeness,
@@ -102,8 +142,9 @@ class Engine:
         self._emit = emit
         self._validate = validate
         self.completeness = completeness
-        self.results: asyncio.Queue[Result] = asyncio.Queue(maxsize=buffer)
-        #: ordered mode: pages handed out but not yet released to the consumer (<= window)
+        self.results = Results()
+        #: pages handed out but not yet taken (unordered) or released (ordered) by the
+        #: consumer: the producer keeps it within the window, which bounds memory
         self.outstanding = 0
         self.window_moved = asyncio.Event()
         #: a failure of the run itself (not of a page), read by the consumer at _END
@@ -114,6 +155,7 @@ class Engine:
         self._decoder = decoder
         self._concurrency = concurrency
         self._window = window
+        self._ordered = ordered
         self._work: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=concurrency)
         self._user_session = session
         self._inflight: dict[Job, anyio.CancelScope] = {}
@@ -148,8 +190,9 @@ class Engine:
                 error = error.exceptions[0]
         finally:
             ramp.cancel()
+            self._http.stop()
         self.error = error
-        await self.results.put((None, -1, -1, _END))
+        self.results.put((None, -1, -1, _END))
 
     def _open_session(self) -> aiohttp.ClientSession | _Borrowed:
         http = self._http
@@ -165,7 +208,7 @@ class Engine:
         session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": _USER_AGENT},
-            timeout=http.timeout,
+            timeout=http.session_timeout,
             raise_for_status=False,
             trust_env=False,
         )
@@ -206,10 +249,13 @@ class Engine:
             window = self._window
             seq = 0
             while not walk.broken:
-                if window is not None:
+                if self.outstanding >= window:
+                    blocked = perf_counter()
                     while self.outstanding >= window:
                         self.window_moved.clear()
                         await self.window_moved.wait()
+                    if not self._ordered:  # ordered: the head page is slow, not the consumer
+                        self.stats.consumer_wait_seconds += perf_counter() - blocked
                 try:
                     number = await run.next()
                 except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
@@ -238,7 +284,7 @@ class Engine:
         self.outstanding += 1
         walk.handed += 1
         page = payload.page if isinstance(payload, PageError) else -1
-        await self.results.put((walk, seq, page, payload))
+        self.results.put((walk, seq, page, payload))
 
     async def _check(self, walk: Walk, seq: int) -> None:
         """The source is over: once the consumer has taken its every page, hold what was
@@ -268,10 +314,9 @@ class Engine:
         if late:
             await ramped.wait()
         get = self._work.get
-        results = self.results
+        put = self.results.put
         fetch = self._fetch
         inflight = self._inflight
-        stats = self.stats
         while True:
             job = await get()
             if job is None:
@@ -302,12 +347,7 @@ class Engine:
                 continue
             if walk.on_settle is not None:
                 walk.on_settle(number)
-            try:
-                results.put_nowait((walk, seq, number, payload))
-            except asyncio.QueueFull:
-                blocked = perf_counter()
-                await results.put((walk, seq, number, payload))
-                stats.consumer_wait_seconds += perf_counter() - blocked
+            put((walk, seq, number, payload))  # never blocks: the window bounds the pages
             if not ramped.is_set():
                 ramped.set()  # after the put: the consumer is woken before the late workers
 
@@ -327,7 +367,7 @@ class Engine:
         assert not isinstance(payload, _Rest)
         if walk.on_settle is not None:
             walk.on_settle(number)
-        await self.results.put((walk, seq, number, payload))
+        self.results.put((walk, seq, number, payload))
 
     def _cancel_past(self, walk: Walk, last: int) -> None:
         for (owner, _seq, number), scope in self._inflight.items():
@@ -351,6 +391,7 @@ class Engine:
             waited = 0.0
         else:
             attempt, decode_failures, waited = rest.attempt, rest.decode_failures, rest.waited
+        renewals = 0  # 401s answered by renewing auth='s token (twice at most: a guard)
         while True:
             attempt += 1
             if control.must_wait:
@@ -398,6 +439,17 @@ class Engine:
                     except PageError as exc:  # the page shows the pagination is wrong
                         walk.broken = True
                         return self._give_up(walk, number, exc, attempt)
+                elif (
+                    status == 401
+                    and resp.credential is not None
+                    and renewals < 2
+                    and await self._http.renewed(resp)
+                ):
+                    # auth='s token expired or was revoked: the same request again with
+                    # the new one, not another attempt (a new token refused is final)
+                    renewals += 1
+                    attempt -= 1
+                    continue
                 elif run.ends_at_status(number, status):
                     self._past_end(number)
                     return None
@@ -567,7 +619,9 @@ class Engine:
                 " to wait it out, or try again later."
             )
         elif status in (401, 403):
-            hint = " Check the credentials (headers=) and that they grant access to this URL."
+            hint = self._http.refused_hint() or (
+                " Check the credentials (headers=) and that they grant access to this URL."
+            )
         elif status == 429:
             hint = (
                 " The server throttles: lower concurrency= or set rate=, and give retries"

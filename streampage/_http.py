@@ -13,10 +13,12 @@ or a final ``PageError`` here, at one boundary.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 from collections.abc import Iterable, Mapping
-from time import perf_counter
-from typing import Any, NamedTuple
+from time import monotonic, perf_counter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -24,6 +26,9 @@ from yarl import URL
 
 from ._errors import RequestError, ResponseTooLargeError
 from ._redact import is_secret_header, redact_url
+
+if TYPE_CHECKING:
+    from .auth import Auth, Credential, Transport
 
 __all__ = ["HttpClient", "Response", "Transient", "is_secret_header"]
 
@@ -42,6 +47,8 @@ class Response(NamedTuple):
     body: bytes
     url: URL
     elapsed: float
+    #: the changing credential (auth=OAuth2...) the request carried, if it carried one
+    credential: Credential | None = None
 
 
 class Transient(Exception):
@@ -50,6 +57,69 @@ class Transient(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class _Deadlines:
+    """The attempt and silence deadlines (Timeout.attempt, Timeout.first_byte) of every
+    request in flight, watched by one task that wakes a few times per shortest timeout.
+
+    aiohttp's own timers cost a TimerHandle and a copied Context per request, re-armed on
+    every chunk read, and their cancelled handles linger in the loop's heap until it
+    cleans up: at 200 requests in flight that was ~40 µs a page, most of it garbage
+    collection. Here a request writes two floats; an overdue one has its task cancelled,
+    and get() turns that cancellation into a timeout (``slot[2]`` says which one fired).
+    """
+
+    def __init__(self, attempt: float | None, silence: float | None) -> None:
+        self.attempt = attempt
+        self.silence = silence
+        shortest = min((t for t in (attempt, silence) if t is not None), default=None)
+        self.enabled = shortest is not None
+        self._tick = 1.0 if shortest is None else min(1.0, max(0.005, shortest / 8))
+        self._due: dict[asyncio.Task[Any], list[Any]] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self, task: asyncio.Task[Any]) -> list[Any]:
+        now = monotonic()
+        slot = [
+            math.inf if self.attempt is None else now + self.attempt,
+            math.inf if self.silence is None else now + self.silence,
+            "",
+        ]
+        self._due[task] = slot
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._run())
+        return slot
+
+    def heard(self, slot: list[Any]) -> None:
+        """Bytes arrived: the silence starts again."""
+        if self.silence is not None:
+            slot[1] = monotonic() + self.silence
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+
+    async def _run(self) -> None:
+        due = self._due
+        while due:
+            await asyncio.sleep(self._tick)
+            now = monotonic()
+            for task, slot in list(due.items()):
+                if not slot[2] and (now >= slot[0] or now >= slot[1]):
+                    slot[2] = "attempt" if now >= slot[0] else "silence"
+                    task.cancel()
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+
+    def said(self, slot: list[Any]) -> str:
+        if slot[2] == "attempt":
+            return f"timed out: the attempt took more than {self.attempt:g} s (Timeout.attempt)"
+        return (
+            f"timed out: no byte came for {self.silence:g} s (Timeout.first_byte, the "
+            "silence allowed before the headers and between chunks)"
+        )
 
 
 class HttpClient:
@@ -64,16 +134,32 @@ class HttpClient:
         timeout: aiohttp.ClientTimeout,
         verify_tls: bool,
         min_rate: float | None = None,
+        auth: Auth | None = None,
     ) -> None:
         self.session: aiohttp.ClientSession | None = None
         self._min_rate = min_rate
         #: a body is held to min_rate once it has streamed this long (Timeout.first_byte)
         self._grace = timeout.sock_read if timeout.sock_read is not None else 10.0
+        if auth is not None:
+            headers = {**headers, **auth.fixed_headers()}
+            secret_headers = (*secret_headers, *auth.header_names())
         self._marked = frozenset(name.lower() for name in secret_headers)
+        #: auth= whose credential changes (OAuth2): asked for it on every request at home
+        self._changing = auth if auth is not None and auth.changes else None
+        #: auth= query parameters (an API key): put on every request at home, taken off
+        #: every URL anything else sees
+        self._query = dict(auth.fixed_params()) if auth is not None else {}
+        self._auth = auth
+        self._transport: Transport | None = None
+        #: the last changing credential and the headers merged with it
+        self._merged: tuple[Credential | None, CIMultiDict[str] | None] = (None, None)
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
         self._max_bytes = max_page_bytes
         self.timeout = timeout
+        #: what aiohttp keeps of it: connecting (per new connection, not per request)
+        self.session_timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect)
+        self._deadlines = _Deadlines(timeout.total, timeout.sock_read)
         self.verify_tls = verify_tls
         self._options: dict[str, Any] = {}
 
@@ -84,34 +170,70 @@ class HttpClient:
         self.session = session
         self._options = {"allow_redirects": False}
         if not owned:
-            self._options |= {"timeout": self.timeout, "ssl": self.verify_tls}
+            self._options |= {"timeout": self.session_timeout, "ssl": self.verify_tls}
+        if self._changing is not None:
+            from .auth import Transport
+
+            self._transport = Transport(session, ssl=self.verify_tls, timeout=self.timeout)
+
+    def stop(self) -> None:
+        """The stream is over: its watchdog goes too."""
+        self._deadlines.stop()
 
     def _is_secret(self, name: str) -> bool:
         return is_secret_header(name) or name.lower() in self._marked
 
     async def get(self, url: URL, number: int, home: URL, may_leave: bool) -> Response:
         """One attempt at page ``number`` of a source whose origin is ``home``: raises
-        Transient or a final PageError. Secret headers go to ``home`` only; ``may_leave``
-        says whether the paginator can hand out URLs of other origins at all."""
+        Transient or a final PageError. Secret headers and auth= go to ``home`` only;
+        ``may_leave`` says whether the paginator can hand out URLs of other origins at all."""
         session = self.session
         assert session is not None
-        headers = self._all or None
-        if may_leave and url.origin() != home:
-            headers = self._public or None
+        at_home = not may_leave or url.origin() == home
+        headers = self._all or None if at_home else self._public or None
+        sent: Credential | None = None
+        if self._query:
+            url = self._keyed(url, at_home)
+        if self._changing is not None and at_home:
+            sent, headers = await self._credential(number, url)
         options = self._options
         started = perf_counter()
+        deadlines = self._deadlines
+        task = asyncio.current_task() if deadlines.enabled else None
+        slot = deadlines.start(task) if task is not None else None
         try:
             for _hop in range(_MAX_REDIRECTS + 1):
                 async with session.get(url, headers=headers, **options) as resp:
+                    if slot is not None:
+                        deadlines.heard(slot)
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
-                        url, headers = self._redirect(url, resp.headers["Location"], number, home)
-                        options = options | {"timeout": self._remaining(started)}
-                        continue
-                    body = await self._read(resp, number, url)
+                        url, at_home = self._redirect(url, resp.headers["Location"], number, home)
+                        headers = self._all or None if at_home else self._public or None
+                        sent = None
+                        if self._query:
+                            url = self._keyed(url, at_home)
+                        if self._changing is not None and at_home:
+                            sent, headers = await self._credential(number, url)
+                        continue  # the attempt's deadline covers every hop
+                    if sent is not None and status != 401:
+                        sent.accepted = True
+                    shown = self._bare(url) if self._query else url
+                    body = await self._read(resp, number, shown, slot)
                     return Response(
-                        status, resp.reason or "", resp.headers, body, url, perf_counter() - started
+                        status,
+                        resp.reason or "",
+                        resp.headers,
+                        body,
+                        shown,
+                        perf_counter() - started,
+                        sent,
                     )
+        except asyncio.CancelledError:
+            # the watchdog's, and no one else's (a stream closing cancels too: that wins)
+            if slot is not None and slot[2] and task is not None and task.uncancel() == 0:
+                raise Transient("timeout", deadlines.said(slot)) from None
+            raise
         except aiohttp.ClientPayloadError as exc:
             raise Transient("truncated", f"the body was cut short ({exc})") from None
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
@@ -119,57 +241,102 @@ class HttpClient:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise Transient("connection", _scrub(str(exc) or type(exc).__name__)) from None
         except aiohttp.ClientError as exc:
-            shown = redact_url(url)
+            where = self._redacted(url)
             raise RequestError(
-                f"page {number}: request to {shown} failed: {_scrub(str(exc))}",
+                f"page {number}: request to {where} failed: {_scrub(str(exc))}",
                 page=number,
-                url=shown,
+                url=where,
             ) from None
-        shown = redact_url(url)
+        finally:
+            if task is not None:
+                deadlines.done(task)
+        where = self._redacted(url)
         raise RequestError(
-            f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {shown}",
+            f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {where}",
             page=number,
-            url=shown,
+            url=where,
         )
 
-    def _remaining(self, started: float) -> aiohttp.ClientTimeout:
-        """The attempt deadline covers every redirect hop, not each hop afresh."""
-        total = self.timeout.total
-        if total is None:
-            return self.timeout
-        left = total - (perf_counter() - started)
-        if left <= 0:
-            raise TimeoutError(f"the attempt's {total} s ran out while following redirects")
-        return aiohttp.ClientTimeout(
-            total=left, sock_connect=self.timeout.sock_connect, sock_read=self.timeout.sock_read
-        )
+    # ------------------------------------------------------------------ auth=
 
-    def _redirect(
-        self, url: URL, location: str, number: int, home: URL
-    ) -> tuple[URL, CIMultiDict[str] | None]:
+    async def _credential(
+        self, number: int, url: URL
+    ) -> tuple[Credential, CIMultiDict[str] | None]:
+        """The changing credential for a request to the origin, and the headers with it
+        (merged once per credential, not once per request)."""
+        from .auth import TokenError
+
+        assert self._changing is not None and self._transport is not None
+        try:
+            credential = await self._changing.current(self._transport)
+        except TokenError as exc:
+            if exc.transient:
+                raise Transient("token", str(exc)) from None
+            shown = self._redacted(url)
+            raise RequestError(f"page {number}: {exc}", page=number, url=shown) from None
+        last, merged = self._merged
+        if credential is not last:
+            merged = CIMultiDict(self._all)
+            merged.update(credential.headers)
+            self._merged = (credential, merged)
+        return credential, merged
+
+    async def renewed(self, resp: Response) -> bool:
+        """The API answered 401 to a request that carried a changing credential: True
+        when auth= renewed it (or another request did) and the request is worth sending
+        again, not counted as an attempt; False when the 401 stands."""
+        if resp.credential is None or self._changing is None or self._transport is None:
+            return False
+        return await self._changing.refresh(self._transport, resp.credential)
+
+    def refused_hint(self) -> str | None:
+        """What a 401/403 says when auth= sent the credentials (None: headers= did)."""
+        return self._auth.refused() if self._auth is not None else None
+
+    def _keyed(self, url: URL, at_home: bool) -> URL:
+        """``url`` with auth='s query parameters at home, without them elsewhere."""
+        if at_home:
+            return url.update_query(self._query)
+        return self._bare(url)
+
+    def _bare(self, url: URL) -> URL:
+        """``url`` without auth='s query parameters: what a response, an error, a log and a
+        checkpoint see (a next link that echoes the key loses it too)."""
+        query = url.query
+        if not any(query.get(name) == value for name, value in self._query.items()):
+            return url
+        return url.with_query([(k, v) for k, v in query.items() if self._query.get(k) != v])
+
+    def _redacted(self, url: URL) -> str:
+        return redact_url(self._bare(url) if self._query else url)
+
+    def _redirect(self, url: URL, location: str, number: int, home: URL) -> tuple[URL, bool]:
+        """The redirect's target, and whether it is at home (the credentials go with it)."""
         target = url.join(URL(location))
         if target.scheme not in ("http", "https"):
             raise RequestError(
-                f"page {number}: redirected to a non-HTTP URL {redact_url(target)}",
+                f"page {number}: redirected to a non-HTTP URL {self._redacted(target)}",
                 page=number,
-                url=redact_url(url),
+                url=self._redacted(url),
             )
         if target.origin() == home:
-            return target, self._all or None
+            return target, True
         session = self.session
         assert session is not None
         if session.auth is not None or any(self._is_secret(k) for k in session.headers):
             raise RequestError(
-                f"page {number}: {redact_url(url)} redirects to another origin "
+                f"page {number}: {self._redacted(url)} redirects to another origin "
                 f"({target.origin()}), and the session given to stream() carries credentials "
                 "(auth= or secret default headers) that would follow it there. Pass the "
                 "credentials as stream(headers=...) instead, so that they stay home.",
                 page=number,
-                url=redact_url(url),
+                url=self._redacted(url),
             )
-        return target, self._public or None
+        return target, False
 
-    async def _read(self, resp: aiohttp.ClientResponse, number: int, url: URL) -> bytes:
+    async def _read(
+        self, resp: aiohttp.ClientResponse, number: int, url: URL, slot: list[Any] | None
+    ) -> bytes:
         """The body, refused as soon as it exceeds the cap: memory never holds more."""
         cap = self._max_bytes
         length = resp.content_length
@@ -191,6 +358,8 @@ class HttpClient:
                     # first_byte's to judge, not min_rate's
                     started = perf_counter()
                 size += len(chunk)
+                if slot is not None:
+                    self._deadlines.heard(slot)
                 if size > cap:
                     raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
                 parts.append(chunk)

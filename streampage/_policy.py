@@ -233,19 +233,23 @@ class _Adaptive:
 
     async def acquire(self) -> tuple[int, int]:
         """Wait for a slot; returns (the in-flight count this request is sent at, its
-        serial number)."""
-        while self.inflight >= int(self.limit):
+        serial number). A slot freed while others wait is handed to the first of them
+        (``_wake``), never taken by a worker that just came: one wake-up a wait, however
+        many workers there are."""
+        if self.inflight < int(self.limit) and not self.waiters:
+            self.inflight += 1
+        else:
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
             try:
-                await fut
+                await fut  # _wake counted this request in flight when it handed the slot
             except BaseException:
-                if fut in self.waiters:
+                if not fut.done():
                     self.waiters.remove(fut)
-                elif fut.done() and not fut.cancelled():
-                    self._wake()  # woken, then cancelled: pass the free slot on
+                elif not fut.cancelled():
+                    self.inflight -= 1  # handed a slot, then cancelled: give it back
+                    self._wake()
                 raise
-        self.inflight += 1
         self.sent += 1
         return self.inflight, self.sent
 
@@ -263,9 +267,10 @@ class _Adaptive:
             limit = self.limit
             if limit < self.known:
                 limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
-            elif time.monotonic() - self.cut_at >= self.quiet:
+                self.limit = min(float(self.ceiling), limit)
+            elif limit < self.ceiling and time.monotonic() - self.cut_at >= self.quiet:
                 limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
-            self.limit = min(float(self.ceiling), limit)
+                self.limit = min(float(self.ceiling), limit)
         if self.emit is not None and int(self.limit) != before:
             self.emit(ConcurrencyChanged(int(self.limit), before))
         self._wake()
@@ -324,12 +329,13 @@ class _Adaptive:
             self.emit(ConcurrencyChanged(int(self.limit), before))
 
     def _wake(self) -> None:
-        free = int(self.limit) - self.inflight
-        while free > 0 and self.waiters:
-            fut = self.waiters.popleft()
+        limit = int(self.limit)
+        waiters = self.waiters
+        while waiters and self.inflight < limit:
+            fut = waiters.popleft()
             if not fut.done():
+                self.inflight += 1
                 fut.set_result(None)
-                free -= 1
 
 
 class PoolControl:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 
 from yarl import URL
 
@@ -27,6 +28,14 @@ SECRET_PARAMS = frozenset(
 )
 
 REDACTED = "REDACTED"
+
+#: Query parameter names (lower case) that one stream makes secret besides SECRET_PARAMS:
+#: an API key sent in the query under a name of the API's choosing (``appid``). A stream
+#: runs its engine in a context where this is set, so that every message made while it
+#: runs (its workers', its paginators') redacts them.
+stream_secret_params: ContextVar[frozenset[str]] = ContextVar(
+    "streampage_secret_params", default=frozenset()
+)
 
 _SECRET_HEADER = re.compile(
     r"authorization|cookie|api[-_]?key|token|secret|password|passwd|session|signature|auth",
@@ -66,8 +75,10 @@ def redact_url(url: URL | str) -> str:
     u = URL(url) if isinstance(url, str) else url
     if u.password is not None:
         u = u.with_password(REDACTED)
-    if u.query_string and any(k.lower() in SECRET_PARAMS for k in u.query):
-        u = u.with_query(
-            [(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in u.query.items()]
-        )
+    secret = SECRET_PARAMS
+    extra = stream_secret_params.get()
+    if extra:
+        secret = secret | extra
+    if u.query_string and any(k.lower() in secret for k in u.query):
+        u = u.with_query([(k, REDACTED if k.lower() in secret else v) for k, v in u.query.items()])
     return str(u)

@@ -161,6 +161,7 @@ class Sources:
         max_pages: int | None,
         verify: bool = True,
         authorization: bool = False,
+        auth: Any = None,
     ) -> None:
         self._pages = pages
         self._params = dict(params) if params else {}
@@ -170,6 +171,13 @@ class Sources:
         self._verify = verify
         #: the stream's headers include Authorization (userinfo in a URL would clash)
         self.authorization = authorization
+        #: auth= (streampage.auth): whether it sends Authorization (userinfo would clash),
+        #: and the query parameters it sends (a URL or params= with them would clash)
+        self._auth = auth
+        self._auth_header = auth is not None and any(
+            name.lower() == "authorization" for name in auth.header_names()
+        )
+        self._auth_params = tuple(auth.fixed_params()) if auth is not None else ()
         #: set by into() on resume: pages already committed are not delivered again
         self.checkpoint: Checkpoint | None = None
         #: source id -> its URL's digest, for sources with credentials: two sources that
@@ -216,6 +224,11 @@ class Sources:
                 "an Authorization header too: send one or the other (streampage fetch: -H "
                 "'Authorization: ...' or the URL's user:password@, not both)"
             )
+        if (url.user or url.password) and self._auth_header:
+            raise ConfigurationError(
+                f"{redact_url(url)} carries credentials (user:password@) and auth="
+                f"{self._auth!r} sends an Authorization header too: send one or the other"
+            )
         try:
             if self._params:
                 url = url.update_query(self._params)
@@ -223,6 +236,12 @@ class Sources:
                 url = url.update_query(dict(source.params))
         except TypeError as exc:
             raise ConfigurationError(f"params= has a value of an unsupported type: {exc}") from None
+        for name in self._auth_params:
+            if name in url.query:
+                raise ConfigurationError(
+                    f"{redact_url(url)} has the query parameter {name!r}, and auth="
+                    f"{self._auth!r} sends it too: pass one or the other"
+                )
         return url
 
     def walk(self, source: Source) -> Walk:

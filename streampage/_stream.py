@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -38,7 +39,7 @@ from ._into import Extract, Mode, Records
 from ._page import Page
 from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
-from ._redact import redact_url
+from ._redact import redact_url, stream_secret_params
 from ._sources import SourceLike, Sources, Walk
 from ._stats import StreamStats
 from .events import Event, PageFailed, PaginatorChosen, PastEnd, Total, TotalDiscovered
@@ -46,6 +47,7 @@ from .events import Event, PageFailed, PaginatorChosen, PastEnd, Total, TotalDis
 if TYPE_CHECKING:
     from yarl import URL
 
+    from .auth import Auth
     from .sinks import Sink
 
 T = TypeVar("T")
@@ -98,6 +100,7 @@ class Stream(Generic[T]):
         on_error: OnError,
         verify_tls: bool,
         on_event: Callable[[Event], None] | None = None,
+        auth: Auth | None = None,
     ) -> None:
         self._sources = sources
         self._emit = on_event
@@ -119,7 +122,13 @@ class Stream(Generic[T]):
             ),
             "verify_tls": verify_tls,
             "min_rate": timeout.min_rate,
+            "auth": auth,
         }
+        #: query parameter names auth= sends (an API key): redacted in every message the
+        #: stream's engine makes, whatever their names
+        self._secret_params = frozenset(
+            name.lower() for name in (auth.fixed_params() if auth is not None else ())
+        )
         self._retry = retry
         self._rate = rate
         self._adaptive = adaptive
@@ -170,8 +179,10 @@ class Stream(Generic[T]):
             decoder=self._decoder,
             sources=self._sources,
             concurrency=self._concurrency,
-            buffer=self._buffer,
-            window=self._window if self._ordered else None,
+            # unordered: the pages being fetched, and as many waiting for the consumer
+            # as the buffer holds
+            window=self._window if self._ordered else self._concurrency + self._buffer,
+            ordered=self._ordered,
             session=self._session,
             stats=self.stats,
             completeness=self.completeness,
@@ -181,7 +192,13 @@ class Stream(Generic[T]):
         self._engine = engine
         self.stats.start()
         # The engine task holds the engine, never this Stream: see __del__.
-        self._task = asyncio.get_running_loop().create_task(engine.main())
+        loop = asyncio.get_running_loop()
+        if self._secret_params:
+            context = contextvars.copy_context()
+            context.run(stream_secret_params.set, stream_secret_params.get() | self._secret_params)
+            self._task = loop.create_task(engine.main(), context=context)
+        else:
+            self._task = loop.create_task(engine.main())
         return engine
 
     async def __aenter__(self) -> Self:
@@ -265,11 +282,14 @@ class Stream(Generic[T]):
 
     async def _next_unordered(self, engine: Engine) -> Page[T]:
         get = engine.results.get
+        moved = engine.window_moved
         while True:
             walk, _seq, number, payload = await get()
             if walk is None:
                 await self._end(engine)
                 continue
+            engine.outstanding -= 1
+            moved.set()
             walk.taken += 1
             if walk.exhausted and walk.taken == walk.handed:
                 walk.drained.set()
@@ -442,6 +462,7 @@ def stream(
     max_pages: int | None = ...,
     verify: bool = ...,
     on_event: Callable[[Event], None] | None = ...,
+    auth: Auth | None = ...,
 ) -> Stream[Any]: ...
 
 
@@ -470,6 +491,7 @@ def stream(
     max_pages: int | None = ...,
     verify: bool = ...,
     on_event: Callable[[Event], None] | None = ...,
+    auth: Auth | None = ...,
 ) -> Stream[T]: ...
 
 
@@ -497,6 +519,7 @@ def stream(
     max_pages: int | None = None,
     verify: bool = True,
     on_event: Callable[[Event], None] | None = None,
+    auth: Auth | None = None,
 ) -> Stream[Any]:
     """Stream the pages of a paginated JSON API, fetched concurrently, as they arrive.
 
@@ -531,7 +554,12 @@ def stream(
     Credentials: ``headers`` go with every request to the URL's origin; those that look
     secret (Authorization, Cookie, names with key/token/secret/auth/session) and those named
     in ``secret_headers`` are dropped on a redirect to another origin, and never appear in
-    errors. TLS certificates are verified unless ``verify_tls=False``.
+    errors. ``auth`` is one of ``streampage.auth``'s: ``Bearer(token)``, ``Basic(user,
+    password)``, ``APIKey(name, value, where="header" | "query")`` or
+    ``OAuth2ClientCredentials(token_url, client_id, client_secret)`` (one token for the
+    pool, fetched again ahead of its expiry and on a 401); it goes to the URL's origin only,
+    like secret headers, and never into an error, a log or a checkpoint. TLS certificates
+    are verified unless ``verify_tls=False``.
 
     Completeness: every total a response reveals (``X-Total-Count``, ``total``, ``count``,
     ``total_pages``, ``rel="last"``, ...) is checked against what each source delivered
@@ -594,6 +622,8 @@ def stream(
             f"pages={pages!r} is not a paginator; pass e.g. streampage.PageNumber(start=1)"
         )
     authorization = any(k.lower() == "authorization" for k in headers or {})
+    if auth is not None:
+        _check_auth(auth, headers or {}, params or {}, session)
     sources = Sources(
         url,
         pages=pages,
@@ -601,6 +631,7 @@ def stream(
         max_pages=max_pages,
         verify=verify,
         authorization=authorization,
+        auth=auth,
     )
     return Stream(
         sources=sources,
@@ -622,4 +653,45 @@ def stream(
         on_error=on_error,
         verify_tls=verify_tls,
         on_event=on_event,
+        auth=auth,
     )
+
+
+def _check_auth(
+    auth: Any,
+    headers: Mapping[str, str],
+    params: Mapping[str, ParamValue],
+    session: aiohttp.ClientSession | None,
+) -> None:
+    """``auth=`` is one of streampage.auth's, and no other argument sends what it sends."""
+    from .auth import Auth
+
+    if not isinstance(auth, Auth):
+        raise ConfigurationError(
+            f"auth={type(auth).__name__} is not one of streampage.auth's: pass Bearer(token), "
+            "Basic(user, password), APIKey(name, value, where=) or OAuth2ClientCredentials(...)"
+        )
+    sends = {name.lower() for name in auth.header_names()}
+    for name in headers:
+        if name.lower() in sends:
+            raise ConfigurationError(
+                f"auth={auth!r} and headers= both send {name}: pass one or the other"
+            )
+    for name in auth.fixed_params():
+        if name in params:
+            raise ConfigurationError(
+                f"auth={auth!r} and params= both send the query parameter {name!r}: pass "
+                "one or the other"
+            )
+    if session is not None:
+        if session.auth is not None and "authorization" in sends:
+            raise ConfigurationError(
+                f"auth={auth!r} and the session's own auth= both send Authorization: pass "
+                "one or the other"
+            )
+        for name in session.headers:
+            if name.lower() in sends:
+                raise ConfigurationError(
+                    f"auth={auth!r} and the session's default headers both send {name}: "
+                    "pass one or the other"
+                )

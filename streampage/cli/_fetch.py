@@ -58,6 +58,8 @@ def _fetch_run(args: argparse.Namespace, scrub: _Scrubber) -> int:
             given = "--cluster" if args.cluster is not None else "--job"
             raise UsageError(f"{given} applies to a sharded run: add --shards N")
         plan = make_plan(args, announce)
+        if plan.options.get("auth") is not None:
+            scrub.watch(plan.options["auth"])
         if args.shards is not None:
             from ._shards import fetch_sharded
 

@@ -123,14 +123,31 @@ def _header(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
-def _user(text: str) -> tuple[str, str]:
-    """``-u user:password``: the Authorization header of HTTP Basic (RFC 7617)."""
-    user, sep, password = text.partition(":")
-    if not sep or not user:
+def _user(text: str) -> str:
+    """``-u user:password`` (or ``-u user`` with ``--password-env``)."""
+    user, _, _ = text.partition(":")
+    if not user:
         # never echo the text: it holds a password
         raise argparse.ArgumentTypeError("credentials are written user:password")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return "Authorization", f"Basic {token}"
+    return text
+
+
+class _UserAction(argparse.Action):
+    """``-u user:password``: the Authorization header of HTTP Basic (RFC 7617), among the
+    -H headers; ``-u user`` alone waits for ``--password-env`` (checked by the plan)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.user = values
+        user, sep, password = str(values).partition(":")
+        if sep:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            namespace.headers = [*namespace.headers, ("Authorization", f"Basic {token}")]
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -502,13 +519,59 @@ def _fetch_parser(sub: Any) -> None:
     r.add_argument(
         "-u",
         "--user",
-        dest="headers",
+        dest="user",
         type=_user,
-        action="append",
+        action=_UserAction,
+        default=None,
         metavar="USER:PASSWORD",
         help="Basic credentials (as curl's -u): an Authorization header, sent to the URL's "
-        "origin only, like -H; never printed",
+        "origin only, like -H; never printed. -u USER --password-env VAR keeps the password "
+        "off the command line",
     )
+    r.add_argument(
+        "--auth",
+        choices=("bearer", "basic", "apikey", "oauth2"),
+        default=None,
+        help="how to authenticate, secrets read from the environment (never from the "
+        "command line, where ps shows them): bearer --token-env VAR; basic -u USER "
+        "--password-env VAR; apikey --api-key-header NAME or --api-key-param NAME, with "
+        "--api-key-env VAR; oauth2 --token-url URL --client-id ID --client-secret-env VAR "
+        "[--scope S] (client credentials: one token for every request, fetched again before "
+        "it expires and on a 401). Sent to the URL's origin only; implied by its options",
+    )
+    r.add_argument(
+        "--token-env", metavar="VAR", default=None, help="bearer: the variable holding the token"
+    )
+    r.add_argument(
+        "--password-env",
+        metavar="VAR",
+        default=None,
+        help="basic: the variable holding the password of -u USER",
+    )
+    r.add_argument(
+        "--api-key-header", metavar="NAME", default=None, help="apikey: send it in header NAME"
+    )
+    r.add_argument(
+        "--api-key-param",
+        metavar="NAME",
+        default=None,
+        help="apikey: send it as query parameter NAME (its value is redacted everywhere)",
+    )
+    r.add_argument(
+        "--api-key-env", metavar="VAR", default=None, help="apikey: the variable holding the key"
+    )
+    r.add_argument("--token-url", metavar="URL", default=None, help="oauth2: the token endpoint")
+    r.add_argument("--client-id", metavar="ID", default=None, help="oauth2: the client's id")
+    r.add_argument(
+        "--client-secret-env",
+        metavar="VAR",
+        default=None,
+        help="oauth2: the variable holding the client's secret",
+    )
+    r.add_argument(
+        "--scope", metavar="S", default=None, help="oauth2: the scope to ask for (space-separated)"
+    )
+    r.add_argument("--audience", metavar="A", default=None, help="oauth2: the audience to ask for")
     r.add_argument(
         "--secret-header",
         action="append",

@@ -4,15 +4,19 @@ its records; options that do not apply are an error rather than silently ignored
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._decode import get_path
 from .._pagination import Header, Offset, PageNumber, Paginator
 from .._policy import RateLimit, RetryPolicy, Timeout
 from .._walks import Cursor, LinkHeader, NextURL
+from ..auth import APIKey, Auth, Basic, Bearer, OAuth2ClientCredentials
 from . import UsageError
 from ._records import _records_of, _Spec
 from ._targets import _check_file, _Target, _target
@@ -111,6 +115,111 @@ def _paginator(args: argparse.Namespace, items: str | None) -> Paginator | None:
     return LinkHeader(fan_out=not args.no_fan_out, cross_origin=bool(args.cross_origin))
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+#: the options of each --auth kind
+_AUTH_OPTIONS = {
+    "token_env": "bearer",
+    "password_env": "basic",
+    "api_key_header": "apikey",
+    "api_key_param": "apikey",
+    "api_key_env": "apikey",
+    "token_url": "oauth2",
+    "client_id": "oauth2",
+    "client_secret_env": "oauth2",
+    "scope": "oauth2",
+    "audience": "oauth2",
+}
+
+
+def _env(args: argparse.Namespace, dest: str) -> str:
+    """The secret in the environment variable that option ``dest`` names."""
+    var = getattr(args, dest)
+    option = _option(dest)
+    if var is None:
+        raise UsageError(f"--auth {args.auth} needs {option} VAR (the secret is read from VAR)")
+    value = os.environ.get(var)
+    if not value:
+        raise UsageError(f"{option} {var}: the environment variable {var} is not set, or empty")
+    if "\r" in value or "\n" in value:
+        raise UsageError(f"{option} {var}: the value holds a line break")
+    return value
+
+
+def _auth(args: argparse.Namespace, headers: dict[str, str], params: dict[str, str]) -> Auth | None:
+    """The auth= object --auth and its options describe (its kind implied by them when
+    --auth is not given); options of another kind are an error, not ignored."""
+    given = [dest for dest in _AUTH_OPTIONS if getattr(args, dest) is not None]
+    kinds = {_AUTH_OPTIONS[dest] for dest in given}
+    user = getattr(args, "user", None)
+    if args.auth is None and len(kinds) > 1:
+        named = " ".join(_option(dest) for dest in given)
+        raise UsageError(f"{named} belong to different --auth kinds: name the kind")
+    kind = args.auth or (kinds.pop() if kinds else None)
+    args.auth = kind
+    if user is not None and ":" not in user and kind != "basic":
+        raise UsageError(
+            "-u: credentials are written user:password (or -u USER --password-env VAR)"
+        )
+    if kind is None:
+        return None
+    for dest in given:
+        if _AUTH_OPTIONS[dest] != kind:
+            raise UsageError(f"{_option(dest)} applies to --auth {_AUTH_OPTIONS[dest]}, not {kind}")
+    sends_authorization = kind in ("bearer", "oauth2") or (kind == "basic" and user is not None)
+    if kind != "basic" and user is not None:
+        raise UsageError(f"-u and --auth {kind} both send credentials: give one")
+    try:
+        parts = urlsplit(args.url)
+        userinfo = parts.username is not None or parts.password is not None
+    except ValueError:
+        userinfo = False  # the stream says what is wrong with the URL
+    if sends_authorization and userinfo:
+        raise UsageError(
+            f"the URL carries credentials (user:password@) and --auth {kind} sends an "
+            "Authorization header too: give one"
+        )
+    if kind == "basic":
+        if user is None:
+            raise UsageError("--auth basic needs -u USER (and --password-env VAR)")
+        name, sep, _ = user.partition(":")
+        if sep:
+            if args.password_env is not None:
+                raise UsageError("-u USER:PASSWORD and --password-env both give a password")
+            return None  # -u user:password is already an Authorization header
+        return Basic(name, _env(args, "password_env"))
+    if sends_authorization and any(h.lower() == "authorization" for h in headers):
+        raise UsageError(f"-H Authorization and --auth {kind} both send credentials: give one")
+    if kind == "bearer":
+        return Bearer(_env(args, "token_env"))
+    if kind == "apikey":
+        header, param = args.api_key_header, args.api_key_param
+        if (header is None) == (param is None):
+            raise UsageError("--auth apikey needs --api-key-header NAME or --api-key-param NAME")
+        value = _env(args, "api_key_env")
+        if header is not None:
+            if not _HEADER_NAME.fullmatch(header):
+                raise UsageError(f"--api-key-header {shlex.quote(header)} is not a header name")
+            if any(h.lower() == header.lower() for h in headers):
+                raise UsageError(f"-H {header} and --api-key-header {header} both send it")
+            return APIKey(header, value, where="header")
+        if param in params:
+            raise UsageError(f"-p {param} and --api-key-param {param} both send it")
+        return APIKey(param, value, where="query")
+    for dest in ("token_url", "client_id"):
+        if getattr(args, dest) is None:
+            raise UsageError(f"--auth oauth2 needs {_option(dest)}")
+    if not args.token_url.startswith(("http://", "https://")):
+        raise UsageError("--token-url must be an http(s) URL")
+    return OAuth2ClientCredentials(
+        args.token_url,
+        args.client_id,
+        _env(args, "client_secret_env"),
+        scope=args.scope,
+        audience=args.audience,
+    )
+
+
 def _expectations(pairs: list[tuple[str, str]]) -> Callable[[Any], bool] | None:
     """``--expect FIELD=PARAM``: a page whose body does not echo its own request is another
     page's body (a cache, a proxy): validate= rejects it, and it is fetched again."""
@@ -185,6 +294,7 @@ def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Pla
         if key in params:
             raise UsageError(f"-p {key} is given twice; put repeated parameters in the URL")
         params[key] = value
+    auth = _auth(args, headers, params)
     record_path = args.records if args.records not in ("auto", ".") else None
     records = _Spec(_records_of(args.records, announce), args.records)
     options: dict[str, Any] = {
@@ -208,6 +318,7 @@ def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Pla
         "verify_tls": not args.insecure,
         "max_pages": args.max_pages,
         "verify": not args.no_verify,
+        "auth": auth,
     }
     plan = _Plan(
         url=args.url,

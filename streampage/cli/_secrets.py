@@ -4,11 +4,14 @@ the library's log records reach stderr scrubbed."""
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 from .._redact import REDACTED, SECRET_PARAMS, is_secret_header
 from . import PROG, _one_line
@@ -20,6 +23,10 @@ _PLAIN_HEADERS = frozenset(
 )
 
 
+#: options that name an environment variable holding a secret (--auth)
+_SECRET_ENV = ("token_env", "password_env", "api_key_env", "client_secret_env")
+
+
 class _Scrubber:
     """Replaces every credential the user gave (header values, secret parameters, URL
     passwords) by REDACTED in text about to be printed: defence in depth, since the library
@@ -27,6 +34,7 @@ class _Scrubber:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._auth: Any = None
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> _Scrubber:
@@ -40,6 +48,18 @@ class _Scrubber:
         for key, value in args.params:
             if key.lower() in SECRET_PARAMS or is_secret_header(key):
                 found.append(value)
+        user = getattr(args, "user", None)
+        if user is not None and ":" in user:
+            found.append(user.partition(":")[2])
+        # --auth: the secrets the environment holds (--token-env, --client-secret-env...)
+        for dest in _SECRET_ENV:
+            var = getattr(args, dest, None)
+            value = os.environ.get(var) if var else None
+            if value:
+                found += [value, quote_plus(value)]
+                if user is not None and dest == "password_env":
+                    basic = f"{user.partition(':')[0]}:{value}".encode()
+                    found.append(base64.b64encode(basic).decode("ascii"))
         for target in (args.url, args.output or ""):
             with contextlib.suppress(ValueError):
                 parts = urlsplit(target)
@@ -48,8 +68,16 @@ class _Scrubber:
                 found += [v for k, v in parse_qsl(parts.query) if k.lower() in SECRET_PARAMS]
         return cls(found)
 
+    def watch(self, auth: Any) -> None:
+        """Scrub what ``auth`` holds as the run goes on too (an OAuth2 token)."""
+        self._auth = auth
+
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        secrets = self._secrets
+        if self._auth is not None:
+            more = {s for s in self._auth.secrets() if len(s) >= 4}
+            secrets = sorted(more.union(secrets), key=len, reverse=True)
+        for secret in secrets:
             text = text.replace(secret, REDACTED)
         return text
 

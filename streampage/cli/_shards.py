@@ -61,10 +61,19 @@ def fetch_sharded(
                 f"--shards writes a dataset folder, not the single file {args.output!r}: end "
                 "-o with / (-o out/items/), one part file per shard"
             )
+        auth = plan.options.get("auth")
+        if auth is not None and (auth.changes or auth.fixed_params()):
+            raise UsageError(
+                f"--auth {args.auth} does not go with --shards: the shards take headers "
+                "alone (--auth bearer, basic and apikey --api-key-header do)"
+            )
     except UsageError as exc:
         say(str(exc))
         return 2
     options = plan.options
+    # a fixed credential travels to the shards as the headers it is (bound to the origin
+    # there as here)
+    headers = {**options["headers"], **(auth.fixed_headers() if auth is not None else {})}
     rate = options["rate"]
     records = _records(args.records, plan.records)
     if args.verbose < 2:
@@ -96,8 +105,11 @@ def fetch_sharded(
             rate=None if rate is None else rate.per_second,
             batch=args.batch or 1000,
             params=options["params"],
-            headers=options["headers"],
-            secret_headers=options["secret_headers"],
+            headers=headers,
+            secret_headers=(
+                *options["secret_headers"],
+                *(auth.header_names() if auth is not None else ()),
+            ),
             timeout=options["timeout"],
             retry=options["retry"],
             verify=options["verify"],

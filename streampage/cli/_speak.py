@@ -36,6 +36,12 @@ _PROTECTED = re.compile(
 _OPTIONS: dict[str, dict[str, str] | str] = {
     "headers": "-H",
     "params": "-p",
+    "auth": "--auth",
+    "token_url": "--token-url",
+    "client_id": "--client-id",
+    "client_secret": "--client-secret-env",
+    "scope": "--scope",
+    "audience": "--audience",
     "pages": "--pages",
     "items": "--records",
     "concurrency": "-c/--concurrency",
