@@ -85,16 +85,22 @@ class _Deadlines:
             math.inf if self.attempt is None else now + self.attempt,
             math.inf if self.silence is None else now + self.silence,
             "",
+            None,  # the body's stream, once the headers are in: its byte count moves on
+            0,  # ... from this many bytes at the last look
         ]
         self._due[task] = slot
         if self._watch is None or self._watch.done():
             self._watch = asyncio.get_running_loop().create_task(self._run())
         return slot
 
-    def heard(self, slot: list[Any]) -> None:
-        """Bytes arrived: the silence starts again."""
+    def heard(self, slot: list[Any], content: Any = None) -> None:
+        """Bytes arrived: the silence starts again. ``content`` (the body's StreamReader,
+        given with the headers) lets the watchdog see a body that keeps arriving while
+        it is read whole."""
         if self.silence is not None:
             slot[1] = monotonic() + self.silence
+            if content is not None:
+                slot[3], slot[4] = content, content.total_bytes
 
     def done(self, task: asyncio.Task[Any]) -> None:
         self._due.pop(task, None)
@@ -105,9 +111,20 @@ class _Deadlines:
             await asyncio.sleep(self._tick)
             now = monotonic()
             for task, slot in list(due.items()):
-                if not slot[2] and (now >= slot[0] or now >= slot[1]):
-                    slot[2] = "attempt" if now >= slot[0] else "silence"
-                    task.cancel()
+                if slot[2] or (now < slot[0] and now < slot[1]):
+                    continue
+                content, silence = slot[3], self.silence
+                if (
+                    now < slot[0]
+                    and silence is not None
+                    and content is not None
+                    and content.total_bytes != slot[4]
+                ):
+                    slot[4] = content.total_bytes  # not silent: bytes came since
+                    slot[1] = now + silence
+                    continue
+                slot[2] = "attempt" if now >= slot[0] else "silence"
+                task.cancel()
 
     def stop(self) -> None:
         if self._watch is not None:
@@ -205,7 +222,7 @@ class HttpClient:
             for _hop in range(_MAX_REDIRECTS + 1):
                 async with session.get(url, headers=headers, **options) as resp:
                     if slot is not None:
-                        deadlines.heard(slot)
+                        deadlines.heard(slot, resp.content)
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, at_home = self._redirect(url, resp.headers["Location"], number, home)

@@ -624,8 +624,28 @@ def test_sigint_stops_every_shard_and_a_rerun_completes_the_job(
 # ---------------------------------------------------------------------------- refused
 
 
+class OwnSink:
+    """A sink of the user's own (in memory): it cannot go to the workers as a
+    configuration and write a part per shard."""
+
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    async def open(self, name: str) -> bytes | None:
+        return None
+
+    async def write(self, records: Any) -> None:
+        self.rows.extend(records)
+
+    async def commit(self, name: str, checkpoint: bytes) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
-    "what", ["sqlite", "parquet-file", "jsonl-file", "job-name"], ids=lambda w: w
+    "what", ["sqlite", "parquet-file", "jsonl-file", "job-name", "own-sink"], ids=lambda w: w
 )
 def test_what_cannot_be_sharded_is_a_configuration_error(
     what: str, client: Client, page_server: Callable[..., Server], tmp_path: Path
@@ -638,6 +658,7 @@ def test_what_cannot_be_sharded_is_a_configuration_error(
         "parquet-file": lambda: Parquet(tmp_path / "items.parquet"),
         "jsonl-file": lambda: JSONLines(tmp_path / "items.jsonl"),
         "job-name": lambda: Parquet(f"{tmp_path / 'items'}/"),
+        "own-sink": OwnSink,
     }[what]()
     job = "a/b" if what == "job-name" else "refused"
 
@@ -654,9 +675,49 @@ def test_what_cannot_be_sharded_is_a_configuration_error(
 
     if what == "sqlite":
         assert "SQLite" in str(caught.value), caught.value
+    if what == "own-sink":
+        assert "a sink of your own" in str(caught.value), caught.value
+        assert sink.rows == []
     assert server.requests() == [], "refused only after requests"
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] in ([], ["items"])
     assert not (tmp_path / "items.parquet").exists() and not (tmp_path / "items.jsonl").exists()
+
+
+def test_a_driver_that_fails_stops_its_shards(
+    client: Client, page_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The driver dies of its own error (here its progress callback): the shards it
+    started stop at their last commit instead of running on unwatched, or waiting forever
+    on a control that is gone; a rerun completes the job."""
+    server = page_server(records=600, per_page=10, latency=0.05)
+    folder = tmp_path / "items"
+
+    def boom(progress: Any) -> None:
+        if progress.elapsed > 0.5:
+            raise RuntimeError("the driver's own failure")
+
+    def run(on_progress: Any = None) -> JobReport:
+        return run_sharded(
+            server.url,
+            pages=PageNumber(stop=server.pages),
+            records="items",
+            sink=Parquet(f"{folder}/"),
+            job="failing",
+            shard_size=30,
+            cluster=client,
+            concurrency=2,
+            on_progress=on_progress,
+        )
+
+    with pytest.raises(RuntimeError, match="the driver's own failure"):
+        run(boom)
+    deadline = time.monotonic() + 20
+    while client.processing() and any(client.processing().values()):
+        assert time.monotonic() < deadline, f"shards still run: {client.processing()}"
+        time.sleep(0.2)
+    report = run()
+    assert_complete(report, server, "the rerun after a failed driver")
+    assert_exactly_once(dataset_ids(folder, "parquet"), server.ids, "Parquet after the rerun")
 
 
 def test_another_shard_size_for_a_job_is_a_configuration_error(

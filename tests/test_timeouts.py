@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -192,3 +193,62 @@ async def test_the_attempt_deadline_covers_redirect_hops_too(fault_server):
     assert isinstance(exc, streampage.RequestError), repr(exc)
     assert "timed out" in str(exc)
     assert time.monotonic() - started < 0.8
+
+
+async def test_a_small_body_that_keeps_arriving_is_not_silence(aiohttp_body_server):
+    """first_byte is silence: a 200 KB body (read whole, its length known) that arrives in
+    10 KB pieces every 0.1 s takes 2 s, four times first_byte, and is no timeout."""
+    url = await aiohttp_body_server(size=200_000, piece=10_000, every=0.1)
+    s = streampage.stream(
+        url, pages=PageNumber(stop=1), timeout=Timeout(first_byte=0.5), retry=False
+    )
+    pages = await collect(s)
+    assert [len(p.data["pad"]) for p in pages] == [200_000 - 12]
+    assert s.stats.retries == {}
+
+
+async def test_a_body_that_stops_arriving_is_silence(aiohttp_body_server):
+    url = await aiohttp_body_server(size=200_000, piece=10_000, every=0.1, stop_after=3)
+    s = streampage.stream(
+        url, pages=PageNumber(stop=1), timeout=Timeout(first_byte=0.5), retry=False
+    )
+    started = time.monotonic()
+    _, exc = await collect_error(s)
+    assert isinstance(exc, streampage.RequestError)
+    assert "no byte came for 0.5 s" in str(exc)
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.fixture
+async def aiohttp_body_server():
+    from aiohttp import web
+
+    runners = []
+
+    async def make(size: int, piece: int, every: float, stop_after: int | None = None) -> str:
+        body = b'{"pad":"' + b"x" * (size - 12) + b'"}'
+        assert len(body) == size - 2
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            for n, at in enumerate(range(0, len(body), piece)):
+                if stop_after is not None and n >= stop_after:
+                    await asyncio.sleep(30)
+                await resp.write(body[at : at + piece])
+                await asyncio.sleep(every)
+            await resp.write_eof()
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}/"
+
+    yield make
+    for runner in runners:
+        await runner.cleanup()

@@ -36,6 +36,7 @@ from .._fingerprint import differences, fingerprint
 from .._pagination import Offset, PageNumber
 from .._stream import DEFAULT_MAX_PAGE_BYTES, stream
 from .._walks import Cursor, LinkHeader, NextURL
+from ..sinks._base import Configured
 from ._job import JobProgress, JobReport, JobState, ShardReport
 from ._plan import Discovery, Plan, discover, job_tally, make_plan, shard_work
 from ._shard import ShardSpec, run_shard
@@ -47,6 +48,8 @@ logger = logging.getLogger("streampage")
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: how long a stopped job waits for its shards to stop and say where they are
 STOP_GRACE = 60.0
+#: how long a shard waits for the job's control before it takes the driver for gone
+POLL_PATIENCE = 10.0
 
 
 def _distributed() -> Any:
@@ -90,8 +93,12 @@ class DaskControl:
         self._bind(_distributed().get_client())
 
     def poll(self) -> tuple[float | None, float, bool]:
-        control = self._control.get()
-        return control["share"], float(self._pause.get()), bool(control["stop"])
+        try:
+            control = self._control.get(timeout=POLL_PATIENCE)
+            pause = float(self._pause.get(timeout=POLL_PATIENCE))
+        except Exception:  # the driver has gone and taken its control with it: stop
+            return None, 0.0, True
+        return control["share"], pause, bool(control["stop"])
 
     def throttled(self, seconds: float) -> None:
         until = time.time() + seconds
@@ -262,17 +269,23 @@ def _dataset_folder(sink: Any) -> str | None:
             "workers of a cluster; write a dataset folder (Parquet('out/items/'), "
             "JSONLines('out/items/')) or PostgreSQL"
         )
+    if not isinstance(sink, Configured):
+        raise ConfigurationError(
+            f"sink={sink!r}: a sharded job sends its sink to the workers as the sink's "
+            "configuration, and each shard writes its own part under its own checkpoint; "
+            "a sink of your own cannot do that here. Write a dataset folder "
+            "(Parquet('out/items/'), JSONLines('out/items/')) or PostgreSQL"
+        )
     folder = getattr(sink, "folder", None)
-    if folder is False:
+    path: Path | None = getattr(sink, "path", None)
+    if folder is False and path is not None:
         raise ConfigurationError(
             f"{sink!r} is one file: the shards of a job each write their own parts, into a "
             f"dataset folder. Name a folder (a path ending in '/'): "
-            f"{kind}({str(sink.path.with_suffix('')) + os.sep!r})"
+            f"{kind}({str(path.with_suffix('')) + os.sep!r})"
         )
-    if folder:
-        return str(sink.path)
-    if not callable(getattr(sink, "open", None)):
-        raise ConfigurationError(f"sink={sink!r} is not a sink")
+    if folder and path is not None:
+        return str(path)
     return None
 
 
@@ -446,6 +459,14 @@ def _run_on_cluster(
                 if follow.step(distributed, control):
                     save()
                 time.sleep(0.1)
+            for future in follow.running:
+                future.cancel()
+            raise
+        except BaseException:
+            # the driver failed (its sink, a callback): the shards stop at their last
+            # commit rather than run on unwatched (a rerun goes on from there)
+            with contextlib.suppress(Exception):
+                control.share(share, stop=True)
             for future in follow.running:
                 future.cancel()
             raise
