@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit pg-server bench bench-auto bench-throttle bench-sinks soak clean
+.PHONY: demo test lint typecheck unit pg-server bench bench-auto bench-throttle bench-sinks bench-sharded soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,16 @@ pg-server:
 	  echo "installing PostgreSQL (Debian's postgresql package) for the tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
-## bench: streampage against the gather pattern, threads and a hand-written loop (minutes)
+## bench: streampage against the gather pattern, threads and a hand-written loop (minutes);
+## then the chart of its results, benchmarks/results/bench.png
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/chart.py
+
+## bench-chart: redraw benchmarks/results/bench.png from the last make bench results (seconds)
+.PHONY: bench-chart
+bench-chart: $(STAMP)
+	$(PY) benchmarks/chart.py
 
 ## bench-auto: pages=auto on a DRF-style API, against PageNumber and a next-link walk (~3-5 min)
 bench-auto: $(STAMP)
@@ -51,6 +58,16 @@ bench-throttle: $(STAMP)
 ## bench-sinks: appending 1,000 rows to outputs of 10^4 and 10^6 rows, per sink; CLI resume (~5 min)
 bench-sinks: $(STAMP) pg-server
 	$(PY) benchmarks/sinks_append.py
+
+## bench-sink-rate: into() each sink against the same stream with no sink, 10^4 pages, 5 rounds,
+## and where each sink's time goes (cProfile, loop thread and worker threads) (~4 min)
+.PHONY: bench-sink-rate
+bench-sink-rate: $(STAMP) pg-server
+	$(PY) benchmarks/sinks_rate.py
+
+## bench-sharded: run_sharded on a LocalCluster of 1 and 4 workers at 100 ms; shard costs (~6 min)
+bench-sharded: $(STAMP)
+	$(PY) benchmarks/sharded.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache benchmarks/.work

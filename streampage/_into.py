@@ -4,6 +4,20 @@ Exactly-once rests on one rule: a page's key enters the checkpoint only in the c
 makes all of its records durable, and a page's records never straddle two commits (batches
 close on page boundaries). After a crash, whatever the sink holds is named by its last
 checkpoint, and a resumed stream delivers every other page.
+
+A sink may take its records staged (the built-in sinks do), by two methods looked up by
+name: ``stage(records)``, called on the event loop with each page's records as the page
+arrives, returns them in the form the sink will write (encoded JSON lines, COPY text; it
+writes nothing), and ``async commit_staged(name, checkpoint, batches)`` writes batches
+(each the list of what ``stage`` returned for its pages) and commits them with the
+checkpoint, as ``write`` then ``commit`` would, in one call. A batch then waits for its
+commit as bytes rather than as Python objects (which the garbage collector would walk
+again and again while the batch fills), the sink's thread or database is reached once a
+commit, and the batches that fill while a commit runs wait for it whole and go together
+in the next one, as soon as it ends (a group commit: the fetch waits only when GROUPED
+batches do). Either way a batch is whole pages of ``batch`` records (a page's more), a
+commit holds whole batches and the checkpoint that names exactly their pages, and commits
+run one at a time, in order.
 """
 
 from __future__ import annotations
@@ -32,6 +46,10 @@ if TYPE_CHECKING:
     from .sinks import Sink
 
 Extract = str | Callable[[Any], Any] | None
+#: a page of a batch: its source, number, walk, count, records written, digest of its edges
+PageRow = tuple[str, int, Any, int | None, int, str | None]
+#: a batch: its records (or the chunks a sink staged them as), how many, and its pages
+Batch = tuple[list[Any], int, list[PageRow]]
 #: what into() does with a target that holds the checkpoint already
 Mode = Literal["new", "resume", "replace"]
 
@@ -125,6 +143,9 @@ class Records:
     ) -> StreamStats:
         """Drain the stream into ``sink`` in batches of about ``batch`` records, each batch
         committed with the checkpoint ``checkpoint`` (a name scoped to the sink's target).
+        A batch commits while the next one fills; with a built-in sink, the batches that
+        fill while a commit still runs are committed together as soon as it ends (up to
+        8 of them wait; then the fetch does), so that a slow commit does not stall it.
 
         ``mode``: ``"new"`` (the default) refuses a target that holds this checkpoint;
         ``"resume"`` (or ``resume=True``) goes on from it: committed pages are not fetched
@@ -189,36 +210,96 @@ async def drain(
                 if earlier.finished:
                     held.reopen_tails()
             stream._sources.checkpoint = earlier
-        records: list[Any] = []
-        pages: list[tuple[str, int, Any, int | None, int, str | None]] = []
+        # Records wait for their commit in the sink's own form when the sink can stage
+        # them (stage(): the built-in sinks encode a page's records as it arrives), so
+        # that none of them outlives its page as Python objects: a batch of live records
+        # is what the garbage collector would otherwise walk, again and again, while the
+        # batch fills. Other sinks get them as they are, in write().
+        stage = getattr(sink, "stage", None)
+        commit_staged = getattr(sink, "commit_staged", None)
+        if stage is None or commit_staged is None:
+            stage = commit_staged = None
+        batched: list[Any] = []  # the records of the batch, or its chunks (staged)
+        count = 0  # records in the batch
+        pages: list[PageRow] = []
+        # the last page of each source in the batch, for the digest of its edges (Tail):
+        # only a source's highest committed page keeps one, so only it needs one
+        last: dict[str, tuple[int, int, list[Any]]] = {}
+        # Full batches not handed to the sink yet: a sink that stages takes every batch
+        # that filled while its previous commit ran in its next one (a group commit), when
+        # that ends; the fetch goes on meanwhile, and waits only when GROUPED batches do.
+        # Each batch is still whole pages of ``batch`` records (a page's more).
+        waiting: list[Batch] = []
+        ending = False  # from here on, the last commit takes what is left
+        keys: dict[int, tuple[Any, str]] = {}  # source_id by source object: a hash a page
 
-        async def commit(
-            records: list[Any], pages: list[tuple[str, int, Any, int | None, int, str | None]]
-        ) -> None:
+        def source_key(src: Any) -> str:
+            known = keys.get(id(src))
+            if known is not None and known[0] is src:
+                return known[1]
+            if len(keys) >= 4096:
+                keys.clear()
+            key = source_id(src)
+            keys[id(src)] = (src, key)  # kept, so that its id names no other object
+            return key
+
+        def close_batch() -> None:
+            nonlocal batched, count, pages
+            for number, at, found in last.values():
+                key, _, walked, counted, written, _ = pages[at]
+                pages[at] = (key, number, walked, counted, written, edges(found))
+            last.clear()
+            waiting.append((batched, count, pages))
+            batched, count, pages = [], 0, []
+
+        async def commit(group: list[Batch]) -> None:
             durable = len(progress)
-            if records:
-                await _sinking(sink, "write", sink.write(records), durable)
-            for key, number, walked, counted, written, whole in pages:
-                progress.commit(key, number, walked, counted, written, whole)
-            progress.written += len(records)
-            await _sinking(sink, "commit", sink.commit(name, progress.to_json()), durable)
-            stats.committed_pages += len(pages)
+            if commit_staged is None:
+                for records, _, _ in group:  # one batch: a sink that does not stage
+                    if records:
+                        await _sinking(sink, "write", sink.write(records), durable)
+            for _, _, rows in group:
+                for key, number, walked, counted, written, whole in rows:
+                    progress.commit(key, number, walked, counted, written, whole)
+            records_in = sum(n for _, n, _ in group)
+            pages_in = sum(len(rows) for _, _, rows in group)
+            progress.written += records_in
+            if commit_staged is not None:
+                call = commit_staged(name, progress.to_json(), [b for b, _, _ in group])
+            else:
+                call = sink.commit(name, progress.to_json())
+            await _sinking(sink, "commit", call, durable)
+            stats.committed_pages += pages_in
             progress.held(stats)
             emit = stream._emit
             if emit is not None:
-                emit(BatchCommitted(len(pages), len(records), name, len(progress)))
+                emit(BatchCommitted(pages_in, records_in, name, len(progress)))
 
-        async def flush(last: bool = False) -> None:
-            # A batch commits while the next one fills: a sink's fsync or transaction does
-            # not stall the fetch. Commits still run one at a time and in order, so the
-            # checkpoint only ever names pages whose records are durable.
-            nonlocal committing, records, pages
-            if not pages and not last:
-                return
-            if committing is not None:
-                await committing
-            committing = asyncio.ensure_future(commit(records, pages))
-            records, pages = [], []
+        def start() -> None:
+            # Commits run one at a time and in order (start() only runs when none does),
+            # so the checkpoint only ever names pages whose records are durable.
+            nonlocal committing
+            group = waiting[:]
+            waiting.clear()
+            committing = asyncio.ensure_future(commit(group))
+            if commit_staged is not None:
+                committing.add_done_callback(freed)
+
+        def freed(task: asyncio.Future[None]) -> None:
+            # The sink is free: the batches that filled meanwhile commit now, not when the
+            # next one fills (the stream may wait a long time for its next page).
+            ok = not task.cancelled() and task.exception() is None
+            if task is committing and waiting and not ending and ok:
+                start()
+
+        async def settle() -> None:
+            # Wait for the commit running (and those it started on its way): its failure
+            # is raised here.
+            while committing is not None:
+                current = committing
+                await current
+                if committing is current:
+                    return
 
         async with stream:
             reopened = progress.reopened
@@ -230,17 +311,42 @@ async def drain(
                     _check_choice(sink, name, earlier_source, sources.chosen)
                     progress.fingerprint = {**source, "chose": sources.chosen}
                 found = extract(page)
-                key = source_id(page.source)
-                whole = edges(found)
+                key = source_key(page.source)
+                number = page.number
+                whole = found  # the page's records, before a reopened tail is sliced
                 if reopened:
                     tail = reopened.get(key)
-                    if tail is not None and tail.number == page.number:
+                    if tail is not None and tail.number == number:
                         found = _new_in_tail(tail, found, page)
-                stats.records += len(found)
-                records.extend(found)
-                pages.append((key, page.number, stream._walked, stream._counted, len(found), whole))
-                if len(records) >= batch:
-                    await flush()
+                n = len(found)
+                stats.records += n
+                if n:
+                    if stage is None:
+                        batched.extend(found)
+                    else:
+                        try:
+                            batched.append(stage(found))
+                        except StreamPageError:
+                            raise
+                        except Exception as exc:  # as a failed write(): nothing committed
+                            raise _sink_error(sink, "write", exc, len(progress)) from exc
+                    count += n
+                seen = last.get(key)
+                if seen is None or number >= seen[0]:
+                    last[key] = (number, len(pages), whole)
+                pages.append((key, number, stream._walked, stream._counted, n, None))
+                if count >= batch:
+                    # A batch commits while the next one fills: a sink's fsync or
+                    # transaction does not stall the fetch.
+                    close_batch()
+                    if committing is None or committing.done():
+                        await settle()  # a failed commit stops the run here
+                        start()
+                    elif commit_staged is None or len(waiting) >= GROUPED:
+                        await asyncio.wait([committing])  # freed() takes the batches
+                        if waiting:
+                            await settle()
+                            start()
             # Every page was delivered (a failure under on_error="skip" leaves the run
             # unfinished: a resume fetches the failed pages). The last commit says so, and
             # only the last: the one before it must be durable first.
@@ -249,22 +355,27 @@ async def drain(
                 # when page 1 failed, which the run reports: then nothing is finished)
                 _check_choice(sink, name, earlier_source, sources.chosen)
                 progress.fingerprint = {**source, "chose": sources.chosen}
-            if committing is not None:
-                await committing
+            ending = True
+            await settle()
             progress.finished = not stream.failures
-            await flush(last=True)
-            if committing is not None:
-                await committing
+            close_batch()
+            start()
+            await settle()
             finish = getattr(sink, "finish", None)
             if progress.finished and finish is not None:
                 await _sinking(sink, "finish", _to_the_end(finish(name)), len(progress))
     finally:
+        ending = True
         if committing is not None:
             # Leaving early (an error, a cancellation): the batch being committed holds
-            # whole pages, so it is let finish rather than thrown away. Its own failure, if
-            # any, gives way to the error already on its way out.
+            # whole pages, so it is let finish rather than thrown away, and so are the full
+            # batches that waited for it. A failure gives way to the error already on its
+            # way out (and a commit that failed is followed by none).
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await committing
+                await settle()
+                if waiting:
+                    start()
+                    await settle()
         await _close(sink, len(progress))
     return stats
 
@@ -344,6 +455,10 @@ def _new_in_tail(tail: Tail, found: list[Any], page: Page[Any]) -> list[Any]:
 
 encode = msgspec.json.Encoder().encode
 
+#: full batches that may wait for a sink that stages while its previous commit runs, to be
+#: committed together in its next one (see drain); the fetch waits when this many do
+GROUPED = 8
+
 
 def _adopt_legacy(checkpoint: Checkpoint, stream: Stream[Any]) -> None:
     """A version 1 checkpoint names a single source as version 1 did: rename it."""
@@ -390,9 +505,14 @@ async def _sinking(sink: Sink, step: str, call: Any, durable: int) -> Any:
     except StreamPageError:
         raise
     except Exception as exc:
-        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
-        raise SinkError(
-            f"{sink!r} failed to {step}: {type(exc).__name__}: {exc}{notes}. {durable} pages "
-            "are committed; fix the cause and run again with resume=True (streampage fetch "
-            "--resume): committed pages are not fetched again."
-        ) from exc
+        raise _sink_error(sink, step, exc, durable) from exc
+
+
+def _sink_error(sink: Sink, step: str, exc: Exception, durable: int) -> SinkError:
+    """The error for a sink's failure to ``step``: what failed, and what to do."""
+    notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+    return SinkError(
+        f"{sink!r} failed to {step}: {type(exc).__name__}: {exc}{notes}. {durable} pages "
+        "are committed; fix the cause and run again with resume=True (streampage fetch "
+        "--resume): committed pages are not fetched again."
+    )

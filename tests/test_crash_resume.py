@@ -365,8 +365,21 @@ class Target:
             assert not committed, f"committed parts {committed} not merged into {self.path}"
             return Held(ids, pages)
         for k in committed:
-            ids += pq.read_table(parts / f"part-{k:06d}.parquet").column("id").to_pylist()
+            ids += staged_part(parts, k).column("id").to_pylist()
         return Held(ids, pages)
+
+
+def staged_part(parts: Path, k: int) -> Any:
+    """Staged part ``k`` of a Parquet target: an Arrow IPC file (Parquet, as earlier
+    versions staged them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = parts / f"part-{k:06d}.arrow"
+    if not arrow.exists():
+        return pq.read_table(parts / f"part-{k:06d}.parquet")
+    with pa.OSFile(str(arrow)) as f:
+        return pa.ipc.open_file(f).read_all()
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -542,10 +555,10 @@ CRASH_POINTS = [
     pytest.param("parquet", die, id=f"parquet-{label}")
     for label, die in [
         ("open", "after:fsync:*/sink:1"),  # the empty journal, in its directory
-        ("part-1", "after:fsync:*/part-000001.parquet:1"),  # written, not committed
+        ("part-1", "after:fsync:*/part-000001.arrow:1"),  # written, not committed
         ("parts-dir-1", "after:fsync:*/parts:1"),  # its name durable, not journalled yet
         ("journal-1", "after:fsync:*/journal:2"),  # commit 1 journalled (1: created)
-        ("part-2", "after:fsync:*/part-000002.parquet:1"),
+        ("part-2", "after:fsync:*/part-000002.arrow:1"),
         ("merged", "before:replace:*/merging.parquet:1"),  # finish: merged, not renamed
         ("renamed", "after:replace:*/merging.parquet:1"),  # finish: parts not deleted yet
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import sqlite3
@@ -13,6 +14,7 @@ from conftest import HANG, Flaky
 
 import streampage
 from streampage import Cursor, PageNumber
+from streampage._checkpoint import Checkpoint
 from streampage.sinks import JSONLines, SQLite
 
 PAGES = 12
@@ -206,3 +208,101 @@ async def test_a_file_sinks_journal_is_the_owners_alone(page_server, tmp_path, k
 
     assert sink.journal.exists()
     assert sink.journal.stat().st_mode & 0o777 == 0o600
+
+
+# ---------------------------------------------------------------------- sinks that stage
+
+
+class SlowStaged:
+    """A sink that stages, as the built-in ones do, and whose commits take ``delay``
+    seconds: what each commit got (its batches' ids) and the checkpoint with them."""
+
+    def __init__(self, delay: float, fail_on: int | None = None) -> None:
+        self.delay, self.fail_on = delay, fail_on
+        self.commits: list[list[list[int]]] = []
+        self.checkpoints: list[bytes] = []
+        self.wanted, self.reached = 0, asyncio.Event()  # set when ``wanted`` are committed
+
+    async def open(self, name: str) -> bytes | None:
+        return None
+
+    async def write(self, records: Any) -> None:
+        raise AssertionError("a sink that stages gets its records through commit_staged")
+
+    async def commit(self, name: str, checkpoint: bytes) -> None:
+        raise AssertionError("a sink that stages gets its commits through commit_staged")
+
+    def stage(self, records: list[Any]) -> list[int]:
+        if self.fail_on is not None and any(r["id"] == self.fail_on for r in records):
+            raise TypeError(f"record {self.fail_on} cannot be encoded")
+        return [r["id"] for r in records]
+
+    async def commit_staged(self, name: str, checkpoint: bytes, batches: Any) -> None:
+        await asyncio.sleep(self.delay)
+        self.commits.append([[i for chunk in batch for i in chunk] for batch in batches])
+        self.checkpoints.append(checkpoint)
+        if self.wanted and len(self.committed()) >= self.wanted:
+            self.reached.set()
+
+    async def close(self) -> None:
+        pass
+
+    def committed(self) -> list[int]:
+        return [i for commit in self.commits for batch in commit for i in batch]
+
+
+async def test_batches_that_fill_during_a_slow_commit_go_whole_into_the_next(page_server):
+    """A group commit: the fetch goes on while a commit runs, and the batches that filled
+    meanwhile are committed together, each still whole pages of ``batch`` records, with a
+    checkpoint naming exactly the pages committed so far."""
+    server = await page_server(pages=40, per_page=3)
+    sink = SlowStaged(delay=0.05)
+    stats = await (
+        streampage.stream(server.url, pages=PageNumber(stop=40), concurrency=4)
+        .records("items")
+        .into(sink, batch=6)
+    )
+    assert stats.committed_pages == 40
+    assert sorted(sink.committed()) == list(range(1, 121))
+    batches = [batch for commit in sink.commits for batch in commit]
+    assert all(len(batch) == 6 for batch in batches[:-1])  # two pages a batch
+    assert any(len(commit) > 1 for commit in sink.commits), "no commit took two batches"
+    done = 0
+    for commit, checkpoint in zip(sink.commits, sink.checkpoints, strict=True):
+        done += sum(len(batch) for batch in commit) // 3
+        assert len(Checkpoint.from_json(checkpoint)) == done  # exactly the pages committed
+
+
+async def test_a_full_batch_commits_while_the_stream_waits_for_its_next_page(page_server):
+    """The batches waiting for a commit to end are committed when it ends, not when the
+    next batch fills: a stream that waits (a held page, a rate limit) leaves nothing of
+    what it delivered uncommitted."""
+    server = await page_server(pages=10, per_page=3)
+    gate = server.hold(9)
+    sink = SlowStaged(delay=0.05)
+    sink.wanted = 8 * 3  # pages 1-8, while page 9 waits
+    run = asyncio.ensure_future(
+        streampage.stream(server.url, pages=PageNumber(stop=10), concurrency=1)
+        .records("items")
+        .into(sink, batch=3)
+    )
+    try:
+        async with asyncio.timeout(HANG):
+            await sink.reached.wait()
+        assert not run.done()
+    finally:
+        gate.set()
+    await run
+    assert sink.committed() == list(range(1, 31))
+
+
+async def test_a_record_a_sink_cannot_stage_fails_the_write(page_server):
+    server = await page_server(pages=10, per_page=3)
+    sink = SlowStaged(delay=0.0, fail_on=20)  # on page 7
+    with pytest.raises(streampage.SinkError, match="failed to write: TypeError"):
+        await (
+            streampage.stream(server.url, pages=PageNumber(stop=10), concurrency=1)
+            .records("items")
+            .into(sink, batch=3)
+        )
+    assert sink.committed() == list(range(1, 19))  # the pages before it, none of its own

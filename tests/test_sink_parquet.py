@@ -134,7 +134,7 @@ async def test_close_without_finish_merges_nothing_and_a_later_finish_does(
     await sink.commit("run", cp(1))
     await sink.close()
     assert not path.exists()
-    assert parts(path) == ["part-000001.parquet"]
+    assert parts(path) == ["part-000001.arrow"]
 
     again = Parquet(path)
     assert await again.open("run") == cp(1)
@@ -147,6 +147,32 @@ async def test_close_without_finish_merges_nothing_and_a_later_finish_does(
     assert parts(path) == []
 
 
+async def test_parts_staged_in_parquet_by_an_earlier_version_are_merged(tmp_path: Path) -> None:
+    """Staged parts are Arrow IPC files now; a target an earlier version left with parts
+    staged in Parquet (a run that failed) is resumed and merged all the same."""
+    path = tmp_path / "out.parquet"
+    sink = Parquet(path)
+    await sink.open("run")
+    await sink.write(recs(1, 2))
+    await sink.commit("run", cp(1))
+    await sink.close()
+    staged = state(path) / "parts"
+    old = staged / "part-000001.parquet"
+    with pa.OSFile(str(staged / "part-000001.arrow")) as f:
+        pq.write_table(pa.ipc.open_file(f).read_all(), old)
+    (staged / "part-000001.arrow").unlink()
+    assert parts(path) == ["part-000001.parquet"]
+
+    again = Parquet(path)
+    assert await again.open("run") == cp(1)
+    await again.write(recs(3))
+    await again.commit("run", cp(2))
+    await again.finish("run")
+    await again.close()
+    assert rows(path) == recs(1, 2, 3)
+    assert parts(path) == []
+
+
 async def test_uncommitted_write_is_dropped_by_close(tmp_path: Path) -> None:
     path = tmp_path / "out.parquet"
     sink = Parquet(path, compression="snappy")
@@ -155,7 +181,7 @@ async def test_uncommitted_write_is_dropped_by_close(tmp_path: Path) -> None:
     await sink.commit("run", cp(1))
     await sink.write(recs(3, 4))  # the stream failed before this batch's commit
     await sink.close()
-    assert parts(path) == ["part-000001.parquet"]
+    assert parts(path) == ["part-000001.arrow"]
 
     again = Parquet(path)
     assert await again.open("run") == cp(1)
@@ -176,11 +202,11 @@ async def test_crash_then_resume_keeps_exactly_the_committed_rows(tmp_path: Path
     await sink.write(recs(4, 5))  # written, never committed: the process dies here
     crash(sink)
     assert not path.exists()
-    assert parts(path) == ["part-000001.parquet", "part-000002.parquet", "part-000003.parquet"]
+    assert parts(path) == ["part-000001.arrow", "part-000002.arrow", "part-000003.arrow"]
 
     resumed = Parquet(path)
     assert await resumed.open("run") == cp(2)
-    assert parts(path) == ["part-000001.parquet", "part-000002.parquet"]
+    assert parts(path) == ["part-000001.arrow", "part-000002.arrow"]
     await resumed.write(recs(4, 5, 6))
     await resumed.commit("run", cp(3))
     await resumed.finish("run")
@@ -261,7 +287,7 @@ async def test_a_failed_merge_keeps_the_parts(
     monkeypatch.undo()
     assert not path.exists()
     assert not (state(path) / "merging.parquet").exists()
-    assert parts(path) == ["part-000001.parquet"]
+    assert parts(path) == ["part-000001.arrow"]
 
     again = Parquet(path)
     assert await again.open("run") == cp(1)
@@ -755,6 +781,13 @@ async def test_adding_to_a_big_folder_touches_none_of_its_parts(
         return real(source, *args, **kwargs)
 
     monkeypatch.setattr(pq, "ParquetFile", spy)
+    real_os_file = pa.OSFile  # staged parts are Arrow IPC files, read through OSFile
+
+    def spy_os_file(source: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(os.fspath(source))
+        return real_os_file(source, *args, **kwargs)
+
+    monkeypatch.setattr(pa, "OSFile", spy_os_file)
 
     def thousand(n: int) -> range:
         return range(10**6 + 1000 * n, 10**6 + 1000 * (n + 1))
@@ -1059,7 +1092,7 @@ async def test_open_compacts_a_long_journal_and_resumes_exactly(tmp_path: Path) 
         {"format": "parquet"},
         {"name": "run", "checkpoint": {"n": 79}, "parts": list(range(1, 9))},
     ]
-    assert parts(path) == [f"part-00000{k}.parquet" for k in range(2, 9)]
+    assert parts(path) == [f"part-00000{k}.arrow" for k in range(2, 9)]
     await again.write(recs(81))
     await again.commit("run", cp(81))
     await again.finish("run")

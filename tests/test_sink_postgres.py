@@ -957,3 +957,23 @@ async def test_a_checkpoint_an_earlier_version_kept_in_another_schema_is_found(d
         await fetch(dsn, statement)
     assert same_checkpoint(await sink.open("t"), checkpoint(1))
     await sink.close()
+
+
+async def test_records_go_as_copy_text_and_come_back_as_they_were(dsn: str) -> None:
+    """Records go to the jsonb column as COPY's text format (backslashes doubled): every
+    character that format or JSON escapes comes back as it was."""
+    tricky = ["back\\slash", 'quote "', "tab\tnew\nline\r", "\\N", "\\.", "é ☃ 𝄞", "\x01\x1f"]
+    records = [
+        {"id": i, "text": t, "nested": {"list": [t, i, None, True, 1.5]}}
+        for i, t in enumerate(tricky)
+    ]
+    records.append(None)  # a record may be any JSON value
+    records.append(["a", "\\"])
+    sink = Postgres(dsn, table="escapes")
+    await sink.open("run")
+    await sink.write(records[:3])
+    await sink.write(records[3:])
+    await sink.commit("run", b'{"n":1}')
+    await sink.close()
+    rows = await fetch(dsn, "SELECT data::text AS data FROM escapes ORDER BY id")
+    assert [msgspec.json.decode(r["data"]) for r in rows] == records

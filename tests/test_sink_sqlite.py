@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from conftest import HANG, item
 
@@ -547,3 +548,21 @@ def test_reserved_table_names() -> None:
     for table in ["streampage_checkpoints", "sqlite_master", "SQLITE_x"]:
         with pytest.raises(ConfigurationError, match="reserved"):
             SQLite("x.db", table)
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 600])
+async def test_many_rows_a_statement_keep_every_record_in_order(tmp_path: Path, count: int) -> None:
+    """Records go in many to an INSERT (256, then halves): any number of them, in order,
+    each the JSON text it was before, one a row."""
+    db = tmp_path / "out.db"
+    records = [{"id": i, "text": f'é \\ " \n {i}', "n": [i, i / 3]} for i in range(count)]
+    sink = SQLite(db)
+    await sink.open("run")
+    await sink.write(records[: count // 2])
+    await sink.write(records[count // 2 :])
+    await sink.commit("run", b'{"n":1}')
+    await sink.close()
+    assert rows(db) == records
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        texts = [r[0] for r in conn.execute("SELECT data FROM items ORDER BY id")]
+    assert texts == [msgspec.json.encode(r).decode() for r in records]

@@ -118,16 +118,21 @@ class _Part:
 class JSONLines(Configured):
     """One JSON document a line in ``path`` (``.gz``: gzip, or ``gzip=True``), or, when
     ``path`` ends with ``/`` or is a directory, in part files ``part-NNNNNN.jsonl`` in that
-    folder, each of at most about ``part_rows`` rows."""
+    folder, each of at most about ``part_rows`` rows.
+
+    ``compresslevel`` (gzip): 1 is the fastest (on JSON records about 3x faster than 6,
+    its files about 40% larger), 6 zlib's default, 9 the smallest. Compression runs in the
+    worker thread that writes, beside the fetch on another core."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         gzip: bool | None = None,
+        compresslevel: int = 6,
         part_rows: int = 1_000_000,
     ) -> None:
-        self._configured(path, gzip=gzip, part_rows=part_rows)
+        self._configured(path, gzip=gzip, compresslevel=compresslevel, part_rows=part_rows)
         self.path, self.folder, self.state = locate(path)
         self.journal = self.state / "journal"
         self.parts_dir = self.state / "parts"
@@ -139,6 +144,11 @@ class JSONLines(Configured):
         self.format = "jsonl.gz" if self._gzip else "jsonl"
         if part_rows < 1:
             raise ConfigurationError(f"JSONLines(part_rows={part_rows}) must be at least 1")
+        if not (isinstance(compresslevel, int) and 0 <= compresslevel <= 9):
+            raise ConfigurationError(
+                f"JSONLines(compresslevel={compresslevel!r}) must be a whole number, 0 to 9"
+            )
+        self.compresslevel = compresslevel
         self.part_rows = part_rows
         self._lock = FileLock(self.state / "lock", what=f"the checkpoint of {shown(self)}")
         self._journal = Journal(self.journal, self.format)
@@ -175,14 +185,29 @@ class JSONLines(Configured):
     async def write(self, records: Sequence[Any]) -> None:
         if self._opened:
             check_names(self, self._held, self._opened_as)
-        encode = self._encoder.encode
-        self._pending.append(b"".join(encode(r) + b"\n" for r in records))
+        self._pending.append(self._encoder.encode_lines(records))
         self._pending_rows += len(records)
 
     async def commit(self, name: str, checkpoint: bytes) -> None:
-        data, rows = b"".join(self._pending), self._pending_rows
+        chunks, rows = self._pending, self._pending_rows
         self._pending, self._pending_rows = [], 0
-        await anyio.to_thread.run_sync(self._commit, name, data, rows, checkpoint)
+        await anyio.to_thread.run_sync(self._commit, name, chunks, rows, checkpoint)
+
+    def stage(self, records: Sequence[Any]) -> bytes:
+        """One page's records as JSON lines, for ``commit_staged`` (``into()`` calls it on
+        the event loop as each page arrives, so that a batch waits for its commit as bytes,
+        not as Python objects). Nothing is written."""
+        return self._encoder.encode_lines(records)
+
+    async def commit_staged(
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[bytes]]
+    ) -> None:
+        """``write`` and ``commit`` at once, for ``batches`` of what ``stage`` returned:
+        joined, compressed, written and fsynced, then journalled with the checkpoint, in
+        one call to a worker thread."""
+        chunks = [*self._pending, *(chunk for batch in batches for chunk in batch)]
+        self._pending, self._pending_rows = [], 0
+        await anyio.to_thread.run_sync(self._commit, name, chunks, -1, checkpoint)
 
     async def finish(self, name: str) -> None:
         """The run delivered every page: a replace takes effect, a folder's part is
@@ -382,18 +407,21 @@ class JSONLines(Configured):
 
     # ------------------------------------------------------------------ commit
 
-    def _commit(self, name: str, data: bytes, rows: int, checkpoint: bytes) -> None:
+    def _commit(self, name: str, chunks: list[bytes], rows: int, checkpoint: bytes) -> None:
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
         check_names(self, self._held, name)
         raw = checkpoint_json(checkpoint)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if rows < 0:  # staged: a record a line
+            rows = data.count(b"\n")
         if data and self._fd is None:
             self._start_part()
         offset = self._offset
         if data:
             fd = self._fd
             assert fd is not None
-            payload = gzip.compress(data, compresslevel=6) if self._gzip else data
+            payload = gzip.compress(data, compresslevel=self.compresslevel) if self._gzip else data
             try:
                 write_all(fd, payload)
                 os.fsync(fd)

@@ -12,7 +12,7 @@ starting with ``.`` or ``_``) never see it.
     out/items.parquet                                the output: one plain Parquet file
     out/.items.parquet.streampage/lock               held by the run writing (see _lock.py)
     out/.items.parquet.streampage/journal            one line a commit, 0600
-    out/.items.parquet.streampage/parts/part-000042.parquet   a staged batch
+    out/.items.parquet.streampage/parts/part-000042.arrow     a staged batch
     out/.items.parquet.streampage/merging.parquet    a merge on its way to the output
 
 ``Parquet("out/items/")``, a folder (a path ending in ``/``, or an existing directory)::
@@ -20,10 +20,14 @@ starting with ``.`` or ``_``) never see it.
     out/items/part-000042.parquet                    published parts: committed rows
     out/items/.streampage/lock, journal, parts/, merging.parquet
 
-Each ``write(records)`` becomes one complete Parquet file (one row group) in ``parts/``,
-fsynced. Each ``commit`` then appends ``{"name", "checkpoint", "parts"}`` to the journal
-and fsyncs it: from that moment the parts it names are committed. A staged part no journal
-line names was written and not committed: the next ``open`` deletes it. The journal (its
+Each ``write(records)`` becomes one complete Arrow IPC file in ``parts/``, fsynced (a
+staged part is read once, by the merge that publishes it, which writes the Parquet: staged
+as Parquet it would be encoded and compressed twice; parts an earlier version staged as
+Parquet are read as such). Each ``commit`` then appends ``{"name", "checkpoint", "parts"}``
+to the journal and fsyncs it: from that moment the parts it names are committed. A staged
+part no journal line names was written and not committed: the next ``open`` deletes it.
+``into()`` hands a batch over with ``commit_staged``, which does both in one call to a
+worker thread. The journal (its
 torn last line, ``replace``, ``replaced`` and ``format`` lines, one checkpoint a target, its
 compaction) is the one described in ``jsonl.py``.
 
@@ -97,6 +101,8 @@ __all__ = ["Parquet"]
 #: the key, in a merged file's metadata, of the last part number the file holds
 _PARTS_KEY = b"streampage.parts"
 _PART = re.compile(r"part-(\d+)\.parquet")
+#: a staged part: Arrow IPC (``.arrow``), or Parquet (``.parquet``), as earlier versions staged
+_STAGED = re.compile(r"part-(\d+)\.(?:arrow|parquet)")
 #: values msgspec.to_builtins leaves alone, for pyarrow to store as native Arrow types
 _NATIVE = (bytes, bytearray, _dt.datetime, _dt.date, _dt.time, _dt.timedelta)
 
@@ -176,6 +182,7 @@ class Parquet(Configured):
         self._merged = 0
         self._committed: list[int] = []  # committed parts, not merged or published yet
         self._rows: dict[int, int] = {}  # the rows of each staged part
+        self._names: dict[int, str] = {}  # the file name of each staged part
         self._pending: list[int] = []  # parts written since the last commit
         self._next_part = 1
         self._inferred: Any = None  # the schema of the rows so far, when none is given
@@ -198,6 +205,20 @@ class Parquet(Configured):
             check_names(self, self._held, self._opened_as)
         if records:
             await anyio.to_thread.run_sync(self._write, records)
+
+    def stage(self, records: Sequence[Any]) -> Sequence[Any]:
+        """A page's records for ``commit_staged``, as they are: the batch becomes one
+        Arrow table at its commit, in a worker thread (built a page at a time it would cost
+        pyarrow's set-up per page)."""
+        return records
+
+    async def commit_staged(
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Sequence[Any]]]
+    ) -> None:
+        """``write`` and ``commit`` at once, for ``batches`` of the records ``stage`` was
+        given: each batch staged (a part each, fsynced), all journalled with the
+        checkpoint, in one call to a worker thread."""
+        await anyio.to_thread.run_sync(self._commit_staged, name, checkpoint, batches)
 
     async def commit(self, name: str, checkpoint: bytes) -> None:
         await anyio.to_thread.run_sync(self._commit, name, checkpoint)
@@ -254,23 +275,23 @@ class Parquet(Configured):
                     self._base = self._footer_schema(self.path)
             named = sorted({k for entry in found.commits for k in entry.parts})
             committed = [k for k in named if k > merged]
-            staged = part_files(self.parts_dir, _PART)
+            staged = part_files(self.parts_dir, _STAGED)
             for k, file in staged.items():
                 if k not in committed:  # never committed, or merged or published already
                     (self.parts_dir / file).unlink()
             schemas = [] if self._base is None else [self._base]
             for k in committed:
-                part = self._part(k)
-                if not part.exists():
+                if k not in staged:
                     raise ConfigurationError(
-                        f"{part} is committed in {self.journal} but missing, so "
+                        f"{self._part(k)} is committed in {self.journal} but missing, so "
                         f"{shown(self)} cannot be completed: remove it and its hidden state "
                         f"folder {self.state}, and run again"
                     )
-                meta = self._pa.parquet.read_metadata(part)
-                self._rows[k] = meta.num_rows
+                self._names[k] = staged[k]
+                rows, schema = self._part_meta(k)
+                self._rows[k] = rows
                 if self._schema is None:
-                    schemas.append(meta.schema.to_arrow_schema().remove_metadata())
+                    schemas.append(schema)
             floor = (replacing or found.replaced or 1) - 1  # new parts come after a replace's
             self._next_part = max([floor, merged, *named, *staged]) + 1
             self._merged, self._committed, self._replacing = merged, committed, replacing
@@ -363,7 +384,36 @@ class Parquet(Configured):
             return False
 
     def _part(self, k: int) -> Path:
-        return self.parts_dir / f"part-{k:06d}.parquet"
+        """Staged part ``k``: Arrow IPC, or Parquet when an earlier version staged it."""
+        return self.parts_dir / self._names.get(k, f"part-{k:06d}.arrow")
+
+    def _part_meta(self, k: int) -> tuple[int, Any]:
+        """The rows and the schema of staged part ``k``."""
+        pa, part = self._pa, self._part(k)
+        if part.suffix == ".parquet":
+            meta = pa.parquet.read_metadata(part)
+            return meta.num_rows, meta.schema.to_arrow_schema().remove_metadata()
+        with pa.OSFile(str(part)) as f:
+            reader = pa.ipc.open_file(f)
+            rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+            return rows, reader.schema.remove_metadata()
+
+    def _part_schema(self, k: int) -> Any:
+        part = self._part(k)
+        if part.suffix == ".parquet":
+            return self._footer_schema(part)
+        with self._pa.OSFile(str(part)) as f:
+            return self._pa.ipc.open_file(f).schema.remove_metadata()
+
+    def _read_part(self, k: int) -> Any:
+        """Staged part ``k`` as a table, read whole into memory (no mapping is left open:
+        the part is deleted once merged)."""
+        pa, part = self._pa, self._part(k)
+        if part.suffix == ".parquet":
+            with pa.parquet.ParquetFile(part) as f:
+                return f.read()
+        with pa.OSFile(str(part)) as f:
+            return pa.ipc.open_file(f).read_all()
 
     # ------------------------------------------------------------------ replace
 
@@ -385,16 +435,16 @@ class Parquet(Configured):
     # ------------------------------------------------------------------ write and commit
 
     def _write(self, records: Sequence[Any]) -> None:
+        """Stage ``records`` as one part: an Arrow IPC file, fsynced. A part is read once,
+        by the merge that publishes it, and rewritten there in Parquet (row groups of
+        ``row_group_rows``, ``compression``): staged as Parquet it would be encoded and
+        compressed twice."""
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
         pa = self._pa
-        rows = msgspec.to_builtins(
-            [self._row(r) if isinstance(r, msgspec.Struct) else r for r in records],
-            builtin_types=_NATIVE,
-        )
         inferred = None
         try:
-            table = pa.Table.from_pylist(rows, schema=self._schema)
+            table = self._table(records)
             if self._schema is None:
                 inferred = table.schema
                 if self._inferred is not None:
@@ -405,17 +455,39 @@ class Parquet(Configured):
                 "a pyarrow.Schema or a msgspec.Struct type"
             ) from exc
         k = self._next_part
-        with open(self._part(k), "wb") as f:
-            pa.parquet.write_table(
-                table, f, row_group_size=max(1, table.num_rows), compression=self.compression
-            )
+        name = f"part-{k:06d}.arrow"
+        with open(self.parts_dir / name, "wb") as f:
+            with pa.ipc.new_file(f, table.schema) as writer:
+                writer.write_table(table)
             f.flush()
             os.fsync(f.fileno())
+        self._names[k] = name
         self._next_part = k + 1
         self._pending.append(k)
         self._rows[k] = table.num_rows
         if self._schema is None:
             self._inferred = inferred
+
+    def _table(self, records: Sequence[Any]) -> Any:
+        """``records`` as an Arrow table. Dicts of JSON's types (what a decoded page holds)
+        go to pyarrow as they are; anything else (Structs, dates, Decimals, UUIDs, enums...)
+        first becomes builtins (``msgspec.to_builtins``), which is what every record went
+        through before. The shortcut is taken only where it gives the same table: when
+        pyarrow takes the records and every column is of JSON's types (a Decimal, a UUID
+        or bytes would make another column than their builtins do)."""
+        pa = self._pa
+        if all(type(r) is dict for r in records):
+            try:
+                table = pa.Table.from_pylist(records, schema=self._schema)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                table = None  # the builtins below say why, or convert what pyarrow cannot
+            if table is not None and all(_plain(pa, field.type) for field in table.schema):
+                return table
+        rows = msgspec.to_builtins(
+            [self._row(r) if isinstance(r, msgspec.Struct) else r for r in records],
+            builtin_types=_NATIVE,
+        )
+        return pa.Table.from_pylist(rows, schema=self._schema)
 
     def _row(self, record: msgspec.Struct) -> dict[str, Any]:
         """A Struct as a dict under its encoded names, every field (even omitted defaults)."""
@@ -425,6 +497,18 @@ class Parquet(Configured):
             fields = [(f.name, f.encode_name) for f in msgspec.structs.fields(cls)]
             self._struct_fields[cls] = fields
         return {key: getattr(record, attr) for attr, key in fields}
+
+    def _commit_staged(
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Sequence[Any]]]
+    ) -> None:
+        if not self._opened:
+            raise RuntimeError(f"{self!r}: open() first")
+        check_names(self, self._held, name)
+        for batch in batches:
+            records = [r for page in batch for r in page]
+            if records:
+                self._write(records)
+        self._commit(name, checkpoint)
 
     def _commit(self, name: str, checkpoint: bytes) -> None:
         if not self._opened:
@@ -570,10 +654,8 @@ class Parquet(Configured):
         """The schema of a merge: the given one, or the parts' (and ``base``'s) unified."""
         if self._schema is not None:
             return self._schema
-        read = self._footer_schema
-        return _unify(
-            self._pa, [s for s in [base] if s is not None] + [read(self._part(k)) for k in parts]
-        )
+        read = self._part_schema
+        return _unify(self._pa, [s for s in [base] if s is not None] + [read(k) for k in parts])
 
     def _write_merged(
         self, parts: list[int], target: Any, last: int, old: Any, into: Path | None = None
@@ -592,8 +674,7 @@ class Parquet(Configured):
                     for i in range(old.num_row_groups):
                         groups.add(old.read_row_group(i))
                 for k in parts:
-                    with pa.parquet.ParquetFile(self._part(k)) as part:
-                        groups.add(part.read())
+                    groups.add(self._read_part(k))
                 groups.flush()
             finally:
                 writer.close()
@@ -643,6 +724,24 @@ def _conform(pa: Any, table: Any, schema: Any) -> Any:
 
 def _unify(pa: Any, schemas: list[Any]) -> Any:
     return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def _plain(pa: Any, t: Any) -> bool:
+    """Whether a column of type ``t`` holds JSON's types alone (null, bool, numbers,
+    text, and lists and structs of them): what Python's builtins become either way."""
+    types = pa.types
+    if types.is_list(t) or types.is_large_list(t):
+        return _plain(pa, t.value_type)
+    if types.is_struct(t):
+        return all(_plain(pa, t.field(i).type) for i in range(t.num_fields))
+    return bool(
+        types.is_null(t)
+        or types.is_boolean(t)
+        or types.is_integer(t)
+        or types.is_floating(t)
+        or types.is_string(t)
+        or types.is_large_string(t)
+    )
 
 
 # ---------------------------------------------------------------------- Struct → Arrow

@@ -1,9 +1,12 @@
 """PostgreSQL through asyncpg: records by COPY, checkpoint in the same transaction.
 
 The first ``write`` after a commit opens a transaction; each ``write`` COPYs its records
-into the table (binary COPY, not an INSERT a row); ``commit`` upserts the checkpoint row in
+into the table (one COPY, not an INSERT a row); ``commit`` upserts the checkpoint row in
 that same transaction and commits it. After a crash the table holds exactly the records of
-the pages its checkpoint names: an open transaction dies with its connection.
+the pages its checkpoint names: an open transaction dies with its connection. ``into()``
+hands a batch over with ``commit_staged``, which does both: one COPY of what ``stage`` made
+of each page as it arrived (the records' JSON, in COPY's text format), the checkpoint, the
+COMMIT; the stream goes on fetching while the database commits.
 
 Without ``columns`` the table is ``(id bigserial primary key, data jsonb)``, one record a
 row. With ``columns=SomeStruct`` (a ``msgspec.Struct``) it has one column per field
@@ -174,7 +177,7 @@ class Postgres(Configured):
         self._to_row: Callable[[Any], tuple[Any, ...]]
         if columns is None:
             self._layout = [("data", "jsonb", True)]
-            self._to_row = lambda record: (record,)  # the jsonb codec encodes it
+            self._to_row = lambda record: (record,)  # unused: stage() encodes the records
         else:
             self._layout, self._to_row = self._typed(columns)
         self._conn: Any = None
@@ -184,6 +187,7 @@ class Postgres(Configured):
         self._schema: str | None = None  # the table's schema, resolved by open
         self._replacing = False
         self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
+        self._encode_lines = msgspec.json.Encoder().encode_lines
 
     # ------------------------------------------------------------------ configuration
 
@@ -266,16 +270,18 @@ class Postgres(Configured):
                 raise error from None  # the cause would show the password
             raise error from exc
         try:
-            encode = msgspec.json.Encoder().encode
-            decode = msgspec.json.decode
-            # binary jsonb is a version byte (1) and the JSON text
-            await conn.set_type_codec(
-                "jsonb",
-                schema="pg_catalog",
-                encoder=lambda value: b"\x01" + encode(value),
-                decoder=lambda data: decode(data[1:]),
-                format="binary",
-            )
+            if self.columns is not None:
+                # the jsonb columns of typed rows (records go as COPY's text without
+                # columns): binary jsonb is a version byte (1) and the JSON text
+                encode = msgspec.json.Encoder().encode
+                decode = msgspec.json.decode
+                await conn.set_type_codec(
+                    "jsonb",
+                    schema="pg_catalog",
+                    encoder=lambda value: b"\x01" + encode(value),
+                    decoder=lambda data: decode(data[1:]),
+                    format="binary",
+                )
             self._schema = await self._resolve_schema(conn)
             # first the locks: a second run stops here, before it reads or writes
             table_key, key = await self._take_locks(conn, name)
@@ -544,21 +550,65 @@ class Postgres(Configured):
         """Nothing to do: each commit left the table whole (no parts to merge or rename)."""
 
     async def write(self, records: Sequence[Any]) -> None:
-        conn = self._connection()
+        self._connection()
         if not records:
             return
         try:
-            rows = [self._to_row(r) for r in records]
-            await self._begin(conn)
-            await conn.copy_records_to_table(
-                self.table,
-                records=rows,
-                columns=[col for col, _, _ in self._layout],
-                schema_name=self._schema,
-            )
+            staged = self.stage(records)
         except Exception as exc:
             exc.add_note(f"while writing {len(records)} records to Postgres {self._where}")
             raise
+        await self._copy([staged], len(records))
+
+    def stage(self, records: Sequence[Any]) -> Any:
+        """One page's records as COPY will send them, for ``commit_staged`` (``into()`` calls
+        it on the event loop as each page arrives, so that a batch waits for its commit in
+        that form): without ``columns``, lines of COPY's text format, each a record's JSON
+        (msgspec's, as the jsonb codec encodes it; backslashes doubled, as that format
+        escapes them: JSON text has no raw tab or newline to escape); with ``columns``, the
+        rows. Nothing is sent."""
+        if self.columns is None:
+            return self._encode_lines(records).replace(b"\\", b"\\\\")
+        return [self._to_row(r) for r in records]
+
+    async def _copy(self, chunks: Sequence[Any], rows: int) -> None:
+        """COPY what ``stage`` made of ``rows`` records into the table, in the transaction
+        of the next commit."""
+        if not chunks:
+            return
+        conn = self._connection()
+        try:
+            await self._begin(conn)
+            columns = [col for col, _, _ in self._layout]
+            if self.columns is None:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await conn.copy_to_table(
+                    self.table,
+                    source=memoryview(data),  # bytes would be taken for a file name
+                    columns=columns,
+                    schema_name=self._schema,
+                    format="text",
+                )
+            else:
+                await conn.copy_records_to_table(
+                    self.table,
+                    records=[row for chunk in chunks for row in chunk],
+                    columns=columns,
+                    schema_name=self._schema,
+                )
+        except Exception as exc:
+            exc.add_note(f"while writing {rows} records to Postgres {self._where}")
+            raise
+
+    async def commit_staged(
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Any]]
+    ) -> None:
+        """``write`` and ``commit`` at once, for ``batches`` of what ``stage`` returned: one
+        COPY, the checkpoint, one transaction."""
+        chunks = [chunk for batch in batches for chunk in batch]
+        rows = sum(len(c) if self.columns is not None else c.count(b"\n") for c in chunks)
+        await self._copy(chunks, rows)
+        await self.commit(name, checkpoint)
 
     async def commit(self, name: str, checkpoint: bytes) -> None:
         conn = self._connection()

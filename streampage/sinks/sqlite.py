@@ -61,6 +61,9 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHECKPOINTS = "streampage_checkpoints"
 #: seconds a transaction waits for another connection's (another table's run) to commit
 _BUSY_TIMEOUT = 30.0
+#: rows an INSERT statement holds at most (a power of two; its variables stay below 999,
+#: the limit of SQLite before 3.32)
+_ROWS = 256
 
 
 def _file_safe(name: str) -> str:
@@ -104,6 +107,11 @@ class SQLite(Configured):
         self._replacing = False
         self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
         self._encoder = msgspec.json.Encoder()
+        #: INSERT statements by rows: _ROWS, _ROWS / 2, ..., 1
+        self._inserts = {
+            n: f"INSERT INTO {table} (data) VALUES " + ", ".join(["(?)"] * n)
+            for n in (_ROWS >> k for k in range(_ROWS.bit_length()))
+        }
         # one thread at a time uses the connection; a limiter of 1 keeps calls in order
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -228,13 +236,44 @@ class SQLite(Configured):
         self._unclaimed = None  # whoever's it was, the table starts over
 
     async def write(self, records: Sequence[Any]) -> None:
-        encode = self._encoder.encode
-        rows = [(encode(r).decode(),) for r in records]
-        await self._run(self._write, rows)
+        await self._run(self._write, [self._encoder.encode_lines(records)])
 
-    def _write(self, rows: list[tuple[str]]) -> None:
+    def _write(self, chunks: Sequence[bytes]) -> None:
+        """Insert the records of ``chunks`` (JSON lines: a row a line) in the transaction,
+        many rows a statement (``VALUES (?), (?), ...``): SQLite then steps once for
+        _ROWS rows, not once a row (with the GIL let go and taken again, and SQLite's
+        mutexes, each time). The statements are of _ROWS rows and of its halves, so that
+        a batch of any size needs only those few, prepared once (the connection's
+        statement cache)."""
         db = self._begin()
-        db.executemany(f"INSERT INTO {self.table} (data) VALUES (?)", rows)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        lines = data.decode().split("\n")
+        lines.pop()  # the empty string after the last newline
+        at, size = 0, _ROWS
+        while at < len(lines):
+            while at + size > len(lines):
+                size //= 2
+            db.execute(self._inserts[size], lines[at : at + size])
+            at += size
+
+    def stage(self, records: Sequence[Any]) -> bytes:
+        """One page's records as JSON lines (a row a line), for ``commit_staged``: ``into()``
+        calls it on the event loop as each page arrives, so that a batch waits for its
+        commit as bytes, not as Python objects. Nothing is written."""
+        return self._encoder.encode_lines(records)
+
+    async def commit_staged(
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[bytes]]
+    ) -> None:
+        """``write`` and ``commit`` at once, for ``batches`` of what ``stage`` returned:
+        inserted and committed with the checkpoint in one transaction, in one call to the
+        connection's thread."""
+        chunks = [chunk for batch in batches for chunk in batch]
+        await self._run(self._commit_staged, name, checkpoint.decode(), chunks)
+
+    def _commit_staged(self, name: str, checkpoint: str, chunks: Sequence[bytes]) -> None:
+        self._write(chunks)
+        self._commit(name, checkpoint)
 
     def _begin(self) -> sqlite3.Connection:
         """The connection, in a write transaction (begun here if none is open): IMMEDIATE
