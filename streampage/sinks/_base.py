@@ -38,6 +38,13 @@ class Sink(Protocol):
     ``async finish(name)``
         Called after the last ``commit`` of a run that delivered every page: a file target
         is made whole (merged, renamed into place). Not called after a failure.
+
+    And one optional pair, for speed (the built-in sinks have it): ``stage(records)``,
+    called on the event loop with each page's records as the page arrives, returns them
+    in the sink's own form (encoded lines, rows) without writing anything; then
+    ``async commit_staged(name, checkpoint, batches)`` writes the staged batches and
+    commits them with the checkpoint at once, with the guarantee of ``commit``. A sink
+    with both is never called with ``write``/``commit``.
     """
 
     async def open(self, name: str) -> bytes | None: ...
