@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlencode
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -313,7 +314,12 @@ class HttpClient:
     def _keyed(self, url: URL, at_home: bool) -> URL:
         """``url`` with auth='s query parameters at home, without them elsewhere."""
         if at_home:
-            return url.update_query(self._query)
+            query = url.query
+            if any(name in query for name in self._query):
+                return url.update_query(self._query)  # a link that echoes it: replaced
+            # appended to the query as it is: a signed next link is not re-encoded
+            sep = "&" if url.raw_query_string else "?"
+            return URL(f"{url.with_fragment(None)}{sep}{urlencode(self._query)}", encoded=True)
         return self._bare(url)
 
     def _bare(self, url: URL) -> URL:
