@@ -216,6 +216,8 @@ class _Adaptive:
     limit: float = 0.0
     known: float = 0.0
     inflight: int = 0
+    #: slots handed to waiters that have not run yet (counted in ``inflight``)
+    handed: int = 0
     sent: int = 0
     fence: int = 0
     cut_at: float = float("-inf")
@@ -239,19 +241,34 @@ class _Adaptive:
         if self.inflight < int(self.limit) and not self.waiters:
             self.inflight += 1
         else:
-            fut = asyncio.get_running_loop().create_future()
-            self.waiters.append(fut)
-            try:
-                await fut  # _wake counted this request in flight when it handed the slot
-            except BaseException:
-                if not fut.done():
-                    self.waiters.remove(fut)
-                elif not fut.cancelled():
-                    self.inflight -= 1  # handed a slot, then cancelled: give it back
-                    self._wake()
-                raise
+            first = False
+            while True:
+                fut = asyncio.get_running_loop().create_future()
+                if first:
+                    self.waiters.appendleft(fut)
+                else:
+                    self.waiters.append(fut)
+                try:
+                    await fut  # _wake counted this request in flight when it handed the slot
+                except BaseException:
+                    if not fut.done():
+                        self.waiters.remove(fut)
+                    elif not fut.cancelled():
+                        self.handed -= 1
+                        self.inflight -= 1  # handed a slot, then cancelled: give it back
+                        self._wake()
+                    raise
+                self.handed -= 1
+                if self.inflight <= int(self.limit):
+                    break
+                # the limit came down (refusals) between the hand-off and this turn: the
+                # slot goes back, and this request waits again, first in line
+                self.inflight -= 1
+                first = True
         self.sent += 1
-        return self.inflight, self.sent
+        # the level it is sent at: requests on their way, not slots handed to waiters
+        # that have not run yet (a refusal's level says where the server's limit is)
+        return self.inflight - self.handed, self.sent
 
     def release(self, ticket: tuple[int, int], status: int) -> None:
         """A request is over: ``status`` is its HTTP status, 0 when no response came (a
@@ -335,6 +352,7 @@ class _Adaptive:
             fut = waiters.popleft()
             if not fut.done():
                 self.inflight += 1
+                self.handed += 1
                 fut.set_result(None)
 
 
