@@ -82,6 +82,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servers import PER_PAGE, page_body  # the pages bench.py serves
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work" / "sinks_rate"
@@ -102,8 +104,6 @@ SINKS: dict[str, tuple[str, str, str]] = {
 VARIANTS = {"jsonl-gz1": ("jsonl-gz", 1)}
 DEFAULT_SINKS = "jsonl,jsonl-gz,jsonl-gz1,parquet,sqlite,postgres"
 GOAL = 0.85
-PER_PAGE = 14
-PAGE_BYTES = 2048
 
 
 def log(message: str) -> None:
@@ -288,34 +288,6 @@ def profile_main(argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- pages, servers
-
-
-def page_items(number: int) -> list[dict[str, Any]]:
-    """The 14 records of page ``number`` (``id`` = number * 100 + i), as bench.py makes them."""
-    items = []
-    for i in range(PER_PAGE):
-        k = number * 100 + i
-        items.append(
-            {
-                "id": k,
-                "sku": f"SKU-{k:010d}",
-                "name": f"Item {i} of page {number}",
-                "price": (k * 7919 % 100000) / 100,
-                "quantity": k * 31 % 500,
-                "tags": ["alpha", "beta", "gamma"][: k % 3 + 1],
-                "active": k % 2 == 0,
-            }
-        )
-    return items
-
-
-def page_body(number: int) -> bytes:
-    """Page ``number`` as bench.py serves it: 2,048 bytes of JSON, ``note`` the padding."""
-    doc: dict[str, Any] = {"page": number, "per_page": PER_PAGE, "items": page_items(number)}
-    doc["note"] = ""
-    size = len(json.dumps(doc, separators=(",", ":")))
-    doc["note"] = "." * max(0, PAGE_BYTES - size)
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def ensure_pages(count: int) -> None:
