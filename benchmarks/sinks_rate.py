@@ -71,7 +71,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servers import PER_PAGE, page_body  # the pages bench.py serves
+from servers import PER_PAGE, free_port, page_body  # the pages bench.py serves
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -301,13 +300,6 @@ def ensure_pages(count: int) -> None:
     for number in range(have + 1, count + 1):
         (folder / f"{number}.json").write_bytes(page_body(number))
     marker.write_text(str(count))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 NGINX_CONF = """
