@@ -172,6 +172,8 @@ class _SourceState(msgspec.Struct, omit_defaults=True):
     tail: Tail | None = None
     #: the tail a resume of a finished run fetches again, until it is committed again
     reopen: Tail | None = None
+    #: a dependent stream's child whose every page is committed: not started again
+    ended: bool = False
 
 
 class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
@@ -204,6 +206,11 @@ class Checkpoint:
         self.reopened: dict[str, Tail] = {}
         #: read from a version 1 document (see adopt_legacy)
         self.legacy = False
+        #: children of a dependent stream whose every page is committed (see _lineage)
+        self._ended: set[str] = set()
+        #: walk URLs of parent pages done after a page not done yet, by source and number:
+        #: a walk's resume point moves to them when the pages before are done too
+        self._later: dict[str, dict[int, str]] = {}
         #: what the source was: compared on resume, so that a checkpoint is never applied
         #: to another source's data
         self.fingerprint = fingerprint
@@ -220,6 +227,8 @@ class Checkpoint:
                 self._tails[key] = source.tail
             if source.reopen is not None:
                 self.reopened[key] = source.reopen
+            if source.ended:
+                self._ended.add(key)
 
     def commit(
         self,
@@ -258,6 +267,61 @@ class Checkpoint:
             current = self._next.get(source)
             if current is None or number > current[0]:
                 self._next[source] = (number, at_rest(*walk))
+
+    def end(self, source: str) -> None:
+        """Every page of child ``source`` is committed (see _lineage.ChildEnded)."""
+        self._pages.setdefault(source, RangeSet())
+        self._records.setdefault(source, 0)
+        self._ended.add(source)
+
+    def ended(self, source: str) -> bool:
+        """Did child ``source`` end in an earlier commit (a resume does not start it)?"""
+        return source in self._ended
+
+    def commit_parent(
+        self,
+        source: str,
+        number: int,
+        walk: tuple[URL, URL | None] | None,
+        records: int | None,
+        children: list[str],
+    ) -> None:
+        """Every child of page ``number`` of parent ``source`` ended: the page is done, and
+        its children leave the checkpoint (a resume fetches the page no more, so nothing
+        asks for them). A parent page keeps no tail: a resume of a finished run does not
+        deliver it again, which would start its children again.
+
+        A walk resumes at its last page done with every page before it done too: pages
+        done out of order are kept (not delivered again), and the resume point moves past
+        them when the gap closes."""
+        pages = self._pages.get(source)
+        if pages is None:
+            pages = self._pages[source] = RangeSet()
+            self._records[source] = 0
+        pages.add(number)
+        held = self._records.get(source)
+        self._records[source] = None if held is None or records is None else held + records
+        for key in children:
+            if key != source:
+                self._forget(key)
+        if walk is None:
+            return
+        later = self._later.setdefault(source, {})
+        later[number] = at_rest(*walk)
+        current = self._next.get(source)
+        reach = pages.contiguous_from(1)  # a walk numbers its pages from 1
+        if reach in later and (current is None or reach > current[0]):
+            self._next[source] = (reach, later[reach])
+        for done in [n for n in later if n <= reach]:
+            del later[done]
+
+    def _forget(self, source: str) -> None:
+        self._pages.pop(source, None)
+        self._records.pop(source, None)
+        self._tails.pop(source, None)
+        self._next.pop(source, None)
+        self.reopened.pop(source, None)
+        self._ended.discard(source)
 
     def reopen_tails(self) -> None:
         """After a finished run, each source's last committed page is fetched and delivered
@@ -308,6 +372,7 @@ class Checkpoint:
                 records=self._records.get(key),
                 tail=self._tails.get(key),
                 reopen=self.reopened.get(key),
+                ended=key in self._ended,
             )
             for key, pages in self._pages.items()
         }

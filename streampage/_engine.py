@@ -49,6 +49,7 @@ from ._errors import (
 )
 from ._evidence import Completeness, last_page_said
 from ._http import HttpClient, Response, Transient
+from ._lineage import ChildEnded, Family, Lineage
 from ._page import Page, ResponseInfo
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
 from ._redact import redact_url
@@ -171,6 +172,12 @@ class Engine:
         #: their waits run in
         self._resting = 0
         self._tg: anyio.abc.TaskGroup | None = None
+        #: where a dependent stream's completion marks go (into() sets it; else not kept)
+        self.marks: list[Any] | None = None
+        #: a dependent stream's families and parent walks (then())
+        self.lineage = (
+            None if sources.parents is None else Lineage(sources.parents, sources, concurrency)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,7 +231,9 @@ class Engine:
 
     async def _produce(self) -> None:
         sources = self._sources
-        if sources.single is not None:
+        if self.lineage is not None:
+            await self._produce_families(self.lineage)
+        elif sources.single is not None:
             await self._feed(sources.single)
         else:
             # Sources are read lazily and at most `concurrency` are walked at once: enough
@@ -237,11 +246,82 @@ class Engine:
         for _ in range(self._concurrency):
             await self._work.put(None)
 
-    async def _feed(self, source: Source, active: asyncio.Semaphore | None = None) -> None:
+    async def _produce_families(self, lineage: Lineage) -> None:
+        """A dependent stream: the parent sources' walks, and the children of each parent
+        page the consumer took, started in the order of their pages as room allows."""
+        parents = lineage.parents.sources
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._spawn, lineage)
+            try:
+                if parents.single is not None:
+                    await self._feed(parents.single, spawns=True)
+                else:
+                    active = asyncio.Semaphore(self._concurrency)
+                    async with anyio.create_task_group() as walks:
+                        async for source in parents:
+                            await active.acquire()
+                            walks.start_soon(self._feed, source, active, None, "", True)
+            finally:
+                lineage.over = True  # every parent page was taken: no family will come
+                lineage.arrived.set()
+
+    async def _spawn(self, lineage: Lineage) -> None:
+        """Start the children of each family, at most ``concurrency`` walks at once; a child
+        an earlier run ended (into(mode="resume")) is not started again."""
+        families = lineage.families
+        checkpoint = self._sources.checkpoint
+        active = asyncio.Semaphore(self._concurrency)
+        async with anyio.create_task_group() as tg:
+            while True:
+                if not families:
+                    if lineage.over:
+                        return
+                    lineage.arrived.clear()
+                    await lineage.arrived.wait()
+                    continue
+                family = families[0]
+                sources = family.sources
+                while sources:
+                    child, key = sources[0]
+                    if checkpoint is None or not checkpoint.ended(key):
+                        await active.acquire()
+                        family.running += 1
+                        tg.start_soon(self._feed, child, active, family, key)
+                    sources.popleft()
+                    lineage.unstarted -= 1
+                    self.window_moved.set()  # the parent walks may go on
+                families.popleft()
+                family.spawned = True
+                self._family_over(family)
+
+    def _family_over(self, family: Family) -> None:
+        mark = family.mark()
+        if mark is not None and self.marks is not None:
+            self.marks.append(mark)
+
+    async def _feed(
+        self,
+        source: Source,
+        active: asyncio.Semaphore | None = None,
+        family: Family | None = None,
+        key: str = "",
+        spawns: bool = False,
+    ) -> None:
         """Hand out the pages of one source, as its paginator finds them; when it is
-        exhausted and its last result has been taken, check it against the evidence."""
+        exhausted and its last result has been taken, check it against the evidence.
+        A parent source (``spawns``) waits while its children are behind; a child
+        (``family``) tells its family when it is over."""
+        lineage = self.lineage
+        ok = False
         try:
-            walk = self._sources.walk(source)
+            if spawns:
+                assert lineage is not None
+                parents = lineage.parents
+                walk = parents.sources.walk(source)
+                walk.spawns = True
+                walk.decoder = parents.decoder
+            else:
+                walk = self._sources.walk(source)
             run = walk.run
             if self._cancel_past_end:
                 run.on_end = functools.partial(self._cancel_past, walk)
@@ -256,6 +336,15 @@ class Engine:
                         await self.window_moved.wait()
                     if not self._ordered:  # ordered: the head page is slow, not the consumer
                         self.stats.consumer_wait_seconds += perf_counter() - blocked
+                if spawns:
+                    assert lineage is not None
+                    # a parent runs ahead of its children by a few pages at most
+                    while (
+                        walk.handed - walk.taken >= lineage.ahead
+                        or lineage.unstarted >= lineage.concurrency
+                    ):
+                        self.window_moved.clear()
+                        await self.window_moved.wait()
                 try:
                     number = await run.next()
                 except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
@@ -274,10 +363,17 @@ class Engine:
             if active is not None:
                 active.release()  # the walk's pages are out: another source may start
                 active = None
-            await self._check(walk, seq)
+            ok = await self._check(walk, seq)
         finally:
             if active is not None:
                 active.release()
+            if family is not None:
+                family.running -= 1
+                if ok and self.marks is not None:
+                    self.marks.append(ChildEnded(key))
+                elif not ok:
+                    family.failed = True
+                self._family_over(family)
 
     async def _result(self, walk: Walk, seq: int, payload: StreamPageError) -> None:
         """Put a result of the source itself (not of a fetched page) in its turn."""
@@ -286,16 +382,16 @@ class Engine:
         page = payload.page if isinstance(payload, PageError) else -1
         self.results.put((walk, seq, page, payload))
 
-    async def _check(self, walk: Walk, seq: int) -> None:
+    async def _check(self, walk: Walk, seq: int) -> bool:
         """The source is over: once the consumer has taken its every page, hold what was
-        delivered against the totals its responses reported."""
+        delivered against the totals its responses reported. True when it agrees."""
         walk.exhausted = True
         if walk.taken < walk.handed:
             await walk.drained.wait()
         tally = walk.tally
         if walk.broken or tally.failed:
             self.completeness.add((None, "pages failed: see the errors", False), "", failed=True)
-            return
+            return False
         tally.capped = tally.capped or self._sources.max_pages is not None
         tally.capped = tally.capped or bool(getattr(walk.run, "bounded", False))
         verdict = tally.verdict()
@@ -306,6 +402,8 @@ class Engine:
             error.source = walk.source
             logger.info("%s", error)  # delivered as an error too: raised, or in failures
             await self._result(walk, seq, error)
+            return False
+        return True
 
     # ------------------------------------------------------------------ workers
 
@@ -422,7 +520,8 @@ class Engine:
                 if 200 <= status < 300:
                     self._any_ok = True
                     try:
-                        data = decode_body(self._decoder, resp.body, page=number, url=resp.url)
+                        decoder = walk.decoder or self._decoder
+                        data = decode_body(decoder, resp.body, page=number, url=resp.url)
                         info = ResponseInfo(status, resp.elapsed, resp.url, resp.headers)
                         page = Page(number, data, info, walk.source)
                         return self._accept(walk, page, hash(resp.body))

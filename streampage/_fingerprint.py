@@ -25,7 +25,21 @@ _SHOWN = {"url": "URL", "pages": "paginator", "records": "records"}
 
 
 def fingerprint(sources: Sources, extract: Any) -> dict[str, str]:
-    """The source as text: ``url``, ``pages`` and ``records``."""
+    """The source as text: ``url``, ``pages`` and ``records``; a dependent stream's are its
+    parents', with what makes the children (``children``: the function, the children's
+    paginator and params; ``parent records``)."""
+    parents = sources.parents
+    if parents is not None:
+        above = fingerprint(parents.sources, parents.spec)
+        params = sorted((str(k), str(v)) for k, v in sources.params.items())
+        made = f"{_records(parents.children)} paged by {numbering(sources.paginator)}"
+        return {
+            "url": above["url"],
+            "pages": above["pages"],
+            "parent records": above["records"],
+            "children": made + (f" with {_shown(params)}" if params else ""),
+            "records": _records(extract),
+        }
     pages: Any = sources.paginator
     single = sources.single
     if single is None:

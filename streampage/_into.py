@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -36,6 +36,7 @@ from ._checkpoint import Checkpoint, Tail, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, PaginationError, SinkError, StreamPageError
 from ._fingerprint import auto_unchecked, chosen_differs, differences, fingerprint
+from ._lineage import Mark
 from ._page import Page
 from ._redact import redact_url
 from ._stats import StreamStats
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 Extract = str | Callable[[Any], Any] | None
 #: a page of a batch: its source, number, walk, count, records written, digest of its edges
 PageRow = tuple[str, int, Any, int | None, int, str | None]
-#: a batch: its records (or the chunks a sink staged them as), how many, and its pages
-Batch = tuple[list[Any], int, list[PageRow]]
+#: a batch: its records (or the chunks a sink staged them as), how many, its pages, and
+#: the completion marks of a dependent stream that came with them (see _lineage)
+Batch = tuple[list[Any], int, list[PageRow], list[Mark]]
 #: what into() does with a target that holds the checkpoint already
 Mode = Literal["new", "resume", "replace"]
 
@@ -122,6 +124,28 @@ class Records:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._stream.aclose()
+
+    def then(
+        self,
+        children: Callable[[Any], Any],
+        *,
+        pages: Any = None,
+        params: Mapping[str, str | int | float] | None = None,
+        decode: Any = None,
+    ) -> Stream[Any]:
+        """The stream of the children of these records: ``children(record)`` returns a
+        child source (a URL, a ``(url, params)`` pair or ``streampage.Source``, whose
+        ``key`` tells its pages apart), a list of them, or None. Each child is paginated
+        with ``pages`` (default: pages=auto), its query merged with ``params`` and its
+        pages decoded as ``decode`` says; parent and children are fetched by one pool,
+        under this stream's concurrency, rate, retries, headers and auth, the children
+        of a parent page as soon as it arrives. Parent pages are not delivered.
+
+        Drained by ``.into()``, its checkpoint covers both: a resume fetches no parent
+        page whose children are all committed, and starts no child already committed."""
+        return self._stream._children(
+            children, self._extract, self._spec, pages=pages, params=params, decode=decode
+        )
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         extract = self._extract
@@ -209,7 +233,7 @@ async def drain(
                 _adopt_legacy(held, stream)
                 if earlier.finished:
                     held.reopen_tails()
-            stream._sources.checkpoint = earlier
+            stream._sources.resume_from(earlier)
         # Records wait for their commit in the sink's own form when the sink can stage
         # them (stage(): the built-in sinks encode a page's records as it arrives), so
         # that none of them outlives its page as Python objects: a batch of live records
@@ -222,6 +246,14 @@ async def drain(
         batched: list[Any] = []  # the records of the batch, or its chunks (staged)
         count = 0  # records in the batch
         pages: list[PageRow] = []
+        # A dependent stream's marks (a child ended, a parent page done) are added by the
+        # engine once the pages they speak of were taken, and a batch takes those there are
+        # when it closes: each is committed with its pages or after them, never before.
+        # Before a batch closes, the checks of children whose last page it holds run (one
+        # turn of the loop), so that their marks go with it: a kill between the two commits
+        # would make a resume check those children again.
+        dependent = stream._sources.parents is not None
+        stream._keep_marks = dependent
         # the last page of each source in the batch, for the digest of its edges (Tail):
         # only a source's highest committed page keeps one, so only it needs one
         last: dict[str, tuple[int, int, list[Any]]] = {}
@@ -249,23 +281,27 @@ async def drain(
                 key, _, walked, counted, written, _ = pages[at]
                 pages[at] = (key, number, walked, counted, written, edges(found))
             last.clear()
-            waiting.append((batched, count, pages))
+            marks = stream._marks  # the engine's own list: emptied, never replaced
+            waiting.append((batched, count, pages, marks[:]))
+            marks.clear()
             batched, count, pages = [], 0, []
 
         async def commit(group: list[Batch]) -> None:
             durable = len(progress)
             if commit_staged is None:
-                for records, _, _ in group:  # one batch: a sink that does not stage
+                for records, _, _, _ in group:  # one batch: a sink that does not stage
                     if records:
                         await _sinking(sink, "write", sink.write(records), durable)
-            for _, _, rows in group:
+            for _, _, rows, done in group:
                 for key, number, walked, counted, written, whole in rows:
                     progress.commit(key, number, walked, counted, written, whole)
-            records_in = sum(n for _, n, _ in group)
-            pages_in = sum(len(rows) for _, _, rows in group)
+                for mark in done:
+                    mark.apply(progress)
+            records_in = sum(n for _, n, _, _ in group)
+            pages_in = sum(len(rows) for _, _, rows, _ in group)
             progress.written += records_in
             if commit_staged is not None:
-                call = commit_staged(name, progress.to_json(), [b for b, _, _ in group])
+                call = commit_staged(name, progress.to_json(), [b for b, _, _, _ in group])
             else:
                 call = sink.commit(name, progress.to_json())
             await _sinking(sink, "commit", call, durable)
@@ -338,6 +374,8 @@ async def drain(
                 if count >= batch:
                     # A batch commits while the next one fills: a sink's fsync or
                     # transaction does not stall the fetch.
+                    if dependent:
+                        await asyncio.sleep(0)  # (see stream._keep_marks above)
                     close_batch()
                     if committing is None or committing.done():
                         await settle()  # a failed commit stops the run here

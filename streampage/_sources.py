@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
@@ -16,6 +16,9 @@ from ._errors import ConfigurationError
 from ._evidence import Tally, own_totals
 from ._pagination import Paginator, PaginatorRun
 from ._redact import REDACTED, SECRET_PARAMS, redact_url
+
+if TYPE_CHECKING:
+    from ._lineage import Parents
 
 __all__ = ["Source", "SourceLike"]
 
@@ -114,6 +117,11 @@ class Walk:
     #: the source's URL as the command gave it (its query merged): a checkpoint stores a
     #: walk's URLs without its credentials, and a resume puts them back from it
     command: URL | None = None
+    #: a parent source of a dependent stream: its pages are turned into children, not
+    #: delivered (see _lineage)
+    spawns: bool = False
+    #: the decoder of its pages, when not the stream's (a parent's, under then())
+    decoder: Any = None
 
     def __post_init__(self) -> None:
         self.on_settle = getattr(self.run, "settled", None)
@@ -178,8 +186,11 @@ class Sources:
             name.lower() == "authorization" for name in auth.header_names()
         )
         self._auth_params = tuple(auth.fixed_params()) if auth is not None else ()
-        #: set by into() on resume: pages already committed are not delivered again
+        #: set by into() on resume (resume_from): pages already committed are not
+        #: delivered again
         self.checkpoint: Checkpoint | None = None
+        #: a dependent stream's parents (then()): its sources are their records' children
+        self.parents: Parents | None = None
         #: source id -> its URL's digest, for sources with credentials: two sources that
         #: differ in their credentials alone have one id (ids hold no secret)
         self._credentialed: dict[str, bytes] = {}
@@ -199,6 +210,23 @@ class Sources:
                 f"{sources!r} is neither a URL nor sources; pass a URL, a list or an async "
                 "iterable of URLs, (url, params) pairs or streampage.Source(...)"
             )
+
+    def resume_from(self, checkpoint: Checkpoint) -> None:
+        """Go on from ``checkpoint``: its committed pages, and a dependent stream's parent
+        pages done and children ended, are not fetched or delivered again."""
+        self.checkpoint = checkpoint
+        if self.parents is not None:
+            self.parents.sources.checkpoint = checkpoint
+
+    @property
+    def verifies(self) -> bool:
+        """verify=: each source is held to the totals its responses report."""
+        return self._verify
+
+    @property
+    def auth(self) -> Any:
+        """auth= (streampage.auth), or None."""
+        return self._auth
 
     @property
     def chosen(self) -> str | None:

@@ -17,6 +17,7 @@ class StreamStats:
     """
 
     pages: int = 0  #: pages delivered to the consumer
+    parent_pages: int = 0  #: then(): parent pages taken, whose records named the children
     records: int = 0  #: records extracted from them (stream.records() / into())
     committed_pages: int = 0  #: pages whose records a sink has committed (into())
     #: into(mode="resume"): pages an earlier run had committed, and whether that run had

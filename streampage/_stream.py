@@ -36,6 +36,7 @@ from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageE
 from ._evidence import Completeness
 from ._http import HttpClient
 from ._into import Extract, Mode, Records
+from ._lineage import Children, Mark, Parents
 from ._page import Page
 from ._pagination import Paginator
 from ._policy import NO_RETRY, PoolControl, RateLimit, RetryPolicy, Timeout
@@ -102,6 +103,8 @@ class Stream(Generic[T]):
         on_event: Callable[[Event], None] | None = None,
         auth: Auth | None = None,
     ) -> None:
+        #: how it was made: then() makes its children's stream alike
+        self._options: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
         self._sources = sources
         self._emit = on_event
         #: what the stream knows of its size once the first page said (single source)
@@ -157,6 +160,10 @@ class Stream(Generic[T]):
         self._ready: deque[tuple[Walk, int, Any]] = deque()
         self._holding: set[Walk] = set()
         self._ended = False
+        #: completion marks of a dependent stream (see _lineage), kept for into() only: the
+        #: engine adds them as children end, into() takes them into its batches
+        self._keep_marks = False
+        self._marks: list[Mark] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,6 +197,8 @@ class Stream(Generic[T]):
             emit=self._emit,
         )
         self._engine = engine
+        if self._keep_marks:
+            engine.marks = self._marks
         self.stats.start()
         # The engine task holds the engine, never this Stream: see __del__.
         loop = asyncio.get_running_loop()
@@ -295,7 +304,10 @@ class Stream(Generic[T]):
                 walk.drained.set()
             if payload.__class__ is Page:  # the common case first
                 if not walk.run.past_end(number):
-                    return self._deliver(payload, walk)
+                    if not walk.spawns:
+                        return self._deliver(payload, walk)
+                    self._spawn(payload, walk)
+                    continue
                 self.stats.past_end += 1
                 if self._emit is not None:
                     self._emit(PastEnd(number))
@@ -323,6 +335,9 @@ class Stream(Generic[T]):
                     self.stats.past_end += 1
                     if self._emit is not None:
                         self._emit(PastEnd(number))
+                    continue
+                if walk.spawns:
+                    self._spawn(payload, walk)
                     continue
                 return self._deliver(payload, walk)
             if self._ended:
@@ -390,6 +405,73 @@ class Stream(Generic[T]):
         walks = getattr(walk.run, "walks", False)
         self._walked = (page.response.url, walk.command) if walks else None
         return page
+
+    def _spawn(self, page: Page[Any], walk: Walk) -> None:
+        """A parent page in its turn: counted as evidence of the parent's size, and its
+        records made into the family of children the engine starts (see _lineage)."""
+        engine = self._engine
+        assert engine is not None and engine.lineage is not None
+        self.stats.parent_pages += 1
+        count = getattr(walk.run, "count", count_records)(page.data)
+        walk.tally.observe(page, count)
+        walked = (page.response.url, walk.command) if getattr(walk.run, "walks", False) else None
+        try:
+            engine.lineage.family(page, count, walked)
+        except BaseException:
+            self._finish()  # a children function that fails fails the stream
+            raise
+
+    def _children(
+        self,
+        children: Children,
+        extract: Callable[[Page[Any]], list[Any]],
+        spec: Any,
+        *,
+        pages: Paginator | None,
+        params: Mapping[str, ParamValue] | None,
+        decode: Any,
+    ) -> Stream[Any]:
+        """The stream of the children of this stream's records (Records.then)."""
+        if self._sources.parents is not None:
+            raise ConfigurationError(
+                "then() on the records of a dependent stream: one level of children is "
+                "supported; fetch the grandchildren from a second run over the children's "
+                "records"
+            )
+        if self._engine is not None:
+            raise ConfigurationError("then(): this stream has started; call then() before it")
+        if not callable(children):
+            raise ConfigurationError(
+                f"then({children!r}): pass a function of a parent record that returns a "
+                "child source (a URL, a (url, params) pair or streampage.Source), a list of "
+                "them, or None"
+            )
+        if pages is None:
+            pages = Auto()
+        elif not callable(getattr(pages, "begin", None)):
+            raise ConfigurationError(
+                f"then(pages={pages!r}) is not a paginator; pass e.g. "
+                "streampage.PageNumber(start=1)"
+            )
+        above = self._sources
+        sources = Sources(
+            (),
+            pages=pages,
+            params=params,
+            max_pages=None,
+            verify=above.verifies,
+            authorization=above.authorization,
+            auth=above.auth,
+        )
+        sources.parents = Parents(above, extract, children, self._decoder, spec)
+        options = dict(self._options)
+        options.update(
+            sources=sources,
+            pages=pages,
+            decode=decode,
+            ordered=self._ordered or bool(getattr(pages, "releases_in_order", False)),
+        )
+        return Stream(**options)
 
     def _learn(self, walk: Walk) -> None:
         """The first page delivered: what pages=auto chose, and the total it reported
