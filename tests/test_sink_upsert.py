@@ -394,6 +394,29 @@ async def test_create_false_and_a_typed_table_without_a_key_is_refused(pg_dsn: s
         await again.open("x")
 
 
+async def test_a_table_of_another_schema_and_create_false(pg_dsn: str) -> None:
+    """The index goes with the table into its schema, and a later run with create=False
+    finds it there (search_path does not lead to that schema)."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("CREATE SCHEMA etl")
+    finally:
+        await conn.close()
+    for create, records in [(True, [{"id": 1, "v": "a"}]), (False, [{"id": 1, "v": "b"}])]:
+        sink = Postgres(pg_dsn, "etl.items", create=create, primary_key="id")
+        await sink.open("x")
+        try:
+            await sink.write(records)
+            await sink.commit("x", Checkpoint().to_json())
+        finally:
+            await sink.close()
+    target = Target("postgres", pg_dsn)
+    assert await target.records("etl.items") == [{"id": 1, "v": "b"}]
+    assert await target.sql(
+        "SELECT schemaname, indexname FROM pg_indexes WHERE indexname = 'items_id_key'"
+    ) == [("etl", "items_id_key")]
+
+
 # ---------------------------------------------------------------------- typed columns
 
 
