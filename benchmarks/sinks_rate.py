@@ -20,6 +20,8 @@ gzip, compresslevel=1            ``JSONLines(".../items.jsonl.gz", compresslevel
 Parquet folder                   ``Parquet(".../items/")``
 SQLite                           ``SQLite(".../items.db", table="items")``
 PostgreSQL                       ``Postgres(dsn, table="bench_rate_K.items")``
+SQLite, upsert (not by default)  ``SQLite(..., primary_key="id")``
+PostgreSQL, upsert (likewise)    ``Postgres(..., primary_key="id")``
 ===============================  ==============================================
 
 Every run writes to a fresh target (a new folder; a new schema for PostgreSQL), after a
@@ -54,6 +56,8 @@ Usage::
     python benchmarks/sinks_rate.py --before HEAD        # before/after in the same rounds
     python benchmarks/sinks_rate.py --quick              # 2,000 pages, 1 round
     python benchmarks/sinks_rate.py --sinks jsonl,sqlite --rounds 9 --no-profile
+    python benchmarks/sinks_rate.py --sinks postgres,postgres-upsert,sqlite,sqlite-upsert \
+        --no-profile --out benchmarks/results/sinks_upsert.md     # upserts against appends
     python benchmarks/sinks_rate.py --instructions       # + callgrind counts (~30 min)
 
 Writes ``results/sinks_rate.md`` (``--quick``: ``results/sinks_rate-quick.md``). Its work
@@ -97,10 +101,21 @@ SINKS: dict[str, tuple[str, str, str]] = {
     "parquet": ("Parquet folder", "sink-parquet", "items/"),
     "sqlite": ("SQLite", "sink-sqlite", "items.db"),
     "postgres": ("PostgreSQL (COPY, fsync on)", "sink-postgres", ""),
+    "sqlite-upsert": ("SQLite, primary_key='id' (upsert)", "sink-sqlite", "items.db"),
+    "postgres-upsert": (
+        "PostgreSQL, primary_key='id' (COPY to staging, upsert)",
+        "sink-postgres",
+        "",
+    ),
 }
 #: sinks that are a variant of clients.py's: its kind (to check the target with), and the
-#: gzip level the ``_client`` role gives JSONLines (a parameter the code before may lack)
-VARIANTS = {"jsonl-gz1": ("jsonl-gz", 1)}
+#: keyword arguments the ``_client`` role adds to that sink (parameters the code before
+#: may lack: a variant runs for the code measured, not for ``--before``)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "jsonl-gz1": ("jsonl-gz", {"gzip": True, "compresslevel": 1}),
+    "sqlite-upsert": ("sqlite", {"primary_key": "id"}),
+    "postgres-upsert": ("postgres", {"primary_key": "id"}),
+}
 DEFAULT_SINKS = "jsonl,jsonl-gz,jsonl-gz1,parquet,sqlite,postgres"
 GOAL = 0.85
 
@@ -163,20 +178,29 @@ def bucket_of(file: str, name: str) -> str:
     return BUCKETS[12][0]
 
 
+def base_kind(kind: str) -> str:
+    """The clients.py sink a --sinks name runs (its own, or that of its variant)."""
+    return VARIANTS[kind][0] if kind in VARIANTS else kind
+
+
 def patch_variant(kind: str) -> None:
     """Make clients.py's sink of ``kind``'s variant (``VARIANTS``) the one it runs."""
     import clients
 
     if kind not in VARIANTS:
         return
-    base, level = VARIANTS[kind]
+    base, options = VARIANTS[kind]
     make = clients.make_sink
 
     def variant(sink_kind: str | None, target: str, table: str) -> Any:
         if sink_kind == base:
             from streampage import sinks
 
-            return sinks.JSONLines(target, gzip=True, compresslevel=level)
+            if base == "sqlite":
+                return sinks.SQLite(target, table=table, **options)
+            if base == "postgres":
+                return sinks.Postgres(target, table=table, **options)
+            return sinks.JSONLines(target, **options)
         return make(sink_kind, target, table)
 
     clients.make_sink = variant
@@ -216,7 +240,7 @@ def profile_main(argv: list[str]) -> None:
     import clients  # benchmarks/clients.py: the very client the rate runs time
 
     patch_variant(args.kind)
-    base = VARIANTS.get(args.kind, (args.kind, 0))[0]
+    base = base_kind(args.kind)
     kind = None if base == "none" else base
     clients.import_sink(kind)
     threads: list[cProfile.Profile] = []
@@ -531,7 +555,7 @@ def new_target(kind: str, serial: int, pg: Pg | None) -> Target:
     ``sync``: no earlier run's dirty pages are written during this one's fsyncs."""
     if kind == "none":
         t = Target(kind)
-    elif kind == "postgres":
+    elif base_kind(kind) == "postgres":
         assert pg is not None
         schema = f"bench_rate_{serial}"
         pg.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}", "CHECKPOINT")
@@ -571,7 +595,8 @@ def run_client(
     cmd += target_args(t, args.batch)
     if env.cpu is not None:
         cmd += ["--cpu", str(env.cpu)]
-    pg_before = env.pg.cpu_seconds() if env.pg is not None and kind == "postgres" else None
+    postgres = base_kind(kind) == "postgres"
+    pg_before = env.pg.cpu_seconds() if env.pg is not None and postgres else None
     try:
         done = subprocess.run(
             cmd,
@@ -596,7 +621,7 @@ def run_client(
 
 def verify(t: Target, pages: int) -> dict[str, Any]:
     """Every expected record in the target, none twice: clients.py verify, a fresh process."""
-    kind = VARIANTS.get(t.kind, (t.kind, 0))[0]
+    kind = base_kind(t.kind)
     cmd = [sys.executable, str(HERE / "clients.py"), "verify", kind, "--target", t.target]
     cmd += ["--table", t.table, "--pages", str(pages)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
@@ -966,12 +991,12 @@ def main() -> None:
     nginx, url, server_pids = start_nginx(pin)
     pg: Pg | None = None
     try:
-        if "postgres" in kinds:
+        if any(base_kind(k) == "postgres" for k in kinds):
             found = start_pg()
             if isinstance(found, str):
                 log(found)
                 notes.append(found)
-                kinds.remove("postgres")
+                kinds = [k for k in kinds if base_kind(k) != "postgres"]
             else:
                 pg = found
         env = Env(url, cpu, server_pids, pg)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
+from .._decode import keys_of
 from .._errors import ConfigurationError
 
-__all__ = ["Configured", "Sink", "missing_extra"]
+__all__ = ["Configured", "Sink", "check_keys", "key_fields", "missing_extra"]
 
 
 @runtime_checkable
@@ -61,6 +65,66 @@ def missing_extra(module: str, extra: str) -> ConfigurationError:
     return ConfigurationError(
         f"this sink needs {module}, which is not installed: pip install 'streampage[{extra}]'"
     )
+
+
+def key_fields(primary_key: str | Sequence[str] | None, sink: str) -> tuple[str, ...]:
+    """A sink's ``primary_key=`` as the names of its fields (none: records are appended).
+    A name is a top-level key of each record; several make a composite key."""
+    if primary_key is None:
+        return ()
+    names = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
+    if (
+        not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) < len(names)
+    ):
+        raise ConfigurationError(
+            f"{sink} primary_key={primary_key!r}: name a field of the records (a str), or "
+            "the fields of a composite key (a tuple of str, each once)"
+        )
+    return names
+
+
+@functools.lru_cache(maxsize=64)
+def _attributes(struct: type[msgspec.Struct]) -> dict[str, str]:
+    """A Struct type's attribute names by their encoded names (a record's keys)."""
+    return {f.encode_name: f.name for f in msgspec.structs.fields(struct)}
+
+
+def check_keys(records: Sequence[Any], fields: tuple[str, ...]) -> None:
+    """Raise ValueError for the first of ``records`` (dicts or Structs) that lacks one of the
+    key ``fields``, or holds null in it: an upsert needs every record's key. The message
+    names the field and the record's keys, never its values (they may be secrets)."""
+    for at, record in enumerate(records):
+        if type(record) is dict:  # the common case: a dict lookup a field
+            for f in fields:
+                if record.get(f) is None:
+                    break
+            else:
+                continue
+            found: Mapping[str, Any] = record
+        elif isinstance(record, Mapping):
+            found = record
+        elif isinstance(record, msgspec.Struct):
+            names = _attributes(type(record))
+            found = {f: getattr(record, names[f]) for f in fields if f in names}
+        else:
+            raise ValueError(
+                f"record {at + 1} of {len(records)} of a page is {type(record).__name__}, not "
+                f"an object: it has no field {fields[0]!r}, its primary_key"
+            )
+        for f in fields:
+            if f not in found:
+                said = f"has no field {f!r}"
+            elif found[f] is None:
+                said = f"has {f!r}: null"
+            else:
+                continue
+            raise ValueError(
+                f"record {at + 1} of {len(records)} of a page {said}, and "
+                f"{f!r} is its primary_key: a record without its key cannot be upserted. "
+                f"Its keys: {keys_of(record)}"
+            )
 
 
 class Configured:

@@ -14,6 +14,29 @@ row. With ``columns=SomeStruct`` (a ``msgspec.Struct``) it has one column per fi
 NOT NULL unless the field may be None), and records (dicts, or Structs) are converted to
 that Struct first: validated, defaults filled, unknown keys dropped.
 
+Upserts. With ``primary_key="id"`` (a top-level field of the records; a tuple of fields for
+a composite key) the table holds one row per key, the newest version of its record: a record
+changed between runs is there once, in its new form. COPY cannot upsert, so the records are
+COPYed into a temporary table of the sink's own session (``pg_temp.streampage_staging``,
+created by ``open``, emptied by every commit: ``ON COMMIT DELETE ROWS``), and the commit
+moves them into the table with one ``INSERT ... SELECT DISTINCT ON (key) ... ORDER BY key,
+seq DESC ON CONFLICT (key) DO UPDATE``, in the checkpoint's transaction: rows and checkpoint
+are still committed together or not at all, and a session that dies takes its staged rows
+with it. ``DISTINCT ON`` keeps the last staged version of each key (``seq``: the order of
+delivery), as ``ON CONFLICT DO UPDATE`` refuses to touch one row twice in a statement (the
+same key twice in a batch); it also inserts in key order, so that two runs into one table
+(two checkpoints, the shards of a job) lock rows in one order. The conflict target needs a
+unique index, created with the table: without ``columns``, ``<table>_<key>_key`` on the
+expression ``(data ->> 'id')`` (the key's JSON text: ``1`` and ``"1"`` are one key; a query
+``WHERE data ->> 'id' = '42'`` uses it too), beside the ``id bigserial`` column, which is
+then the row's first insertion, not its last change; with ``columns``, the key is a column
+and the table's PRIMARY KEY. A table that was there without such an index is refused by
+``open`` (the server plans the upsert, ``EXPLAIN``, and finds nothing to conflict on), with
+the ``CREATE UNIQUE INDEX`` that adds it. A record without its key, or with null in it, is
+refused by ``stage``, before anything of its batch is sent: PostgreSQL would insert it
+again and again (a unique index holds any number of NULLs). Without ``primary_key`` the
+records go by plain COPY into the table, as before.
+
 Checkpoints are rows of ``streampage_checkpoints`` in the table's schema, keyed
 ``"<table>/<name>"``: the same checkpoint name on two tables is two checkpoints. An
 unqualified table name is resolved once, at ``open``, to a schema: the one the server finds
@@ -73,13 +96,15 @@ from yarl import URL
 
 from .._errors import ConfigurationError, SinkError, StreamPageError
 from .._redact import REDACTED, redact_url
-from ._base import Configured, missing_extra
+from ._base import Configured, check_keys, key_fields, missing_extra
 from ._lock import holder_text, in_use
 
 __all__ = ["Postgres"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _CHECKPOINTS = "streampage_checkpoints"
+#: the session's own table that an upsert's records are COPYed into (pg_temp: per connection)
+_STAGING = "streampage_staging"
 
 _SCALARS: dict[type[mi.Type], str] = {
     mi.IntType: "bigint",
@@ -143,6 +168,8 @@ class Postgres(Configured):
     ``create=True`` creates the table when it is absent; ``create=False`` requires it. The
     checkpoints live in ``streampage_checkpoints`` in the table's schema (created when
     absent), one row per table and checkpoint name (``"<table>/<name>"``).
+    ``primary_key`` (a field name, or a tuple of them) upserts: one row per key, the
+    newest version (see the module's docstring).
     """
 
     def __init__(
@@ -152,8 +179,9 @@ class Postgres(Configured):
         *,
         columns: type | None = None,
         create: bool = True,
+        primary_key: str | Sequence[str] | None = None,
     ) -> None:
-        self._configured(dsn, table, columns=columns, create=create)
+        self._configured(dsn, table, columns=columns, create=create, primary_key=primary_key)
         if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
             # never echo it: a keyword DSN ("host=... password=...") would show the password
             raise ConfigurationError(
@@ -180,6 +208,17 @@ class Postgres(Configured):
             self._to_row = lambda record: (record,)  # unused: stage() encodes the records
         else:
             self._layout, self._to_row = self._typed(columns)
+        self.primary_key = primary_key
+        self._keys = key_fields(primary_key, "Postgres")
+        if columns is not None:
+            fields = [col for col, _, _ in self._layout]
+            for key in self._keys:
+                if key not in fields:
+                    raise ConfigurationError(
+                        f"Postgres primary_key {key!r} is not a field of columns="
+                        f"{columns.__name__} (its fields: {', '.join(fields)})"
+                    )
+        self._staged = False  # records COPYed into the staging table, not upserted yet
         self._conn: Any = None
         self._tx: Any = None
         self._lock: int | None = None  # the checkpoint's advisory lock key, held exclusively
@@ -248,7 +287,71 @@ class Postgres(Configured):
 
     def __repr__(self) -> str:
         table = self.table if self.schema is None else f"{self.schema}.{self.table}"
-        return f"Postgres({redact_url(self.dsn)!r}, table={table!r})"
+        key = "" if self.primary_key is None else f", primary_key={self.primary_key!r}"
+        return f"Postgres({redact_url(self.dsn)!r}, table={table!r}{key})"
+
+    # ------------------------------------------------------------------ upserts
+
+    @property
+    def _key_sql(self) -> str:
+        """The key of a row, as the conflict target, DISTINCT ON and the unique index name
+        it: ``(data ->> 'id')`` (jsonb layout: a key's text), or ``"id"`` (a column)."""
+        if self.columns is None:
+            return ", ".join(f"(data ->> {_literal(k)})" for k in self._keys)
+        return ", ".join(_quote(k) for k in self._keys)
+
+    def _index_sql(self, if_not_exists: bool = False) -> str:
+        """The unique index an upsert needs, as the statement that creates it (named
+        ``<table>_<key>_key``, as PostgreSQL names a UNIQUE constraint, cut to 63 bytes)."""
+        name = f"{self.table}_{'_'.join(self._keys)}_key".encode()[:63].decode(errors="ignore")
+        exists = " IF NOT EXISTS" if if_not_exists else ""
+        return (
+            f"CREATE UNIQUE INDEX{exists} {_quote(name)} ON {self._qualified(self.table)} "
+            f"({self._key_sql})"
+        )
+
+    def _upsert_sql(self) -> str:
+        """What moves the staged records into the table: the last staged version of each key
+        (``seq``, the order of delivery; INSERT ... ON CONFLICT refuses to touch a row twice
+        in one statement), inserted, or replacing the row of its key."""
+        columns = ", ".join(_quote(col) for col, _, _ in self._layout)
+        keys = self._key_sql
+        updates = ", ".join(
+            f"{_quote(col)} = excluded.{_quote(col)}"
+            for col, _, _ in self._layout
+            if col not in self._keys
+        )
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        return (
+            f"INSERT INTO {self._qualified(self.table)} ({columns}) "
+            f"SELECT DISTINCT ON ({keys}) {columns} FROM pg_temp.{_STAGING} "
+            f"ORDER BY {keys}, seq DESC ON CONFLICT ({keys}) {action}"
+        )
+
+    async def _prepare_upserts(self, conn: Any) -> None:
+        """The session's staging table (a temporary one, emptied by every commit), and the
+        check that the table has the unique index the upsert's conflict target needs: the
+        server plans the statement (EXPLAIN, nothing runs) and says when it has none."""
+        import asyncpg
+
+        body = ", ".join(f"{_quote(col)} {sql}" for col, sql, _ in self._layout)
+        await conn.execute(
+            f"CREATE TEMPORARY TABLE {_STAGING} (seq bigint GENERATED ALWAYS AS IDENTITY, "
+            f"{body}) ON COMMIT DELETE ROWS"
+        )
+        try:
+            await conn.execute(f"EXPLAIN {self._upsert_sql()}")
+        except asyncpg.InvalidColumnReferenceError:
+            # "no unique or exclusion constraint matching the ON CONFLICT specification"
+            what = "column" + ("s " if len(self._keys) > 1 else " ") + self._key_sql
+            if self.columns is None:
+                what = self._key_sql + " (the key of each record's jsonb)"
+            raise ConfigurationError(
+                f"Postgres {self._where} has no unique index on {what}, which "
+                f"primary_key={self.primary_key!r} upserts by: add one with "
+                f"{self._index_sql()} (rows with the same key must go first), or write to "
+                "a new table"
+            ) from None
 
     # ------------------------------------------------------------------ the Sink protocol
 
@@ -286,6 +389,8 @@ class Postgres(Configured):
             # first the locks: a second run stops here, before it reads or writes
             table_key, key = await self._take_locks(conn, name)
             await self._ensure_tables(conn)
+            if self._keys:
+                await self._prepare_upserts(conn)
             stored = await conn.fetchval(
                 f"SELECT checkpoint::text FROM {self._qualified(_CHECKPOINTS)} WHERE name = $1",
                 self._key(name),
@@ -486,7 +591,13 @@ class Postgres(Configured):
                     f"{_quote(col)} {sql}{'' if nullable else ' NOT NULL'}"
                     for col, sql, nullable in self._layout
                 )
-            await self._create(conn, f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+                if self._keys:
+                    body += f", PRIMARY KEY ({self._key_sql})"
+            ddl = [f"CREATE TABLE IF NOT EXISTS {table} ({body})"]
+            if self._keys and self.columns is None:
+                # the table and its index at once: none is ever seen without the other
+                ddl.append(self._index_sql(if_not_exists=True))
+            await self._create(conn, *ddl)
         checkpoints = self._qualified(_CHECKPOINTS)
         if await conn.fetchval("SELECT to_regclass($1)", checkpoints) is None:
             await self._create(
@@ -496,7 +607,7 @@ class Postgres(Configured):
             )
 
     @staticmethod
-    async def _create(conn: Any, ddl: str) -> None:
+    async def _create(conn: Any, *ddl: str) -> None:
         import asyncpg
 
         # created at the same moment by another connection (the shards of a job): IF NOT
@@ -504,7 +615,9 @@ class Postgres(Configured):
         with contextlib.suppress(
             asyncpg.UniqueViolationError, asyncpg.DuplicateTableError, asyncpg.DuplicateObjectError
         ):
-            await conn.execute(ddl)
+            async with conn.transaction():
+                for statement in ddl:
+                    await conn.execute(statement)
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -566,36 +679,44 @@ class Postgres(Configured):
         that form): without ``columns``, lines of COPY's text format, each a record's JSON
         (msgspec's, as the jsonb codec encodes it; backslashes doubled, as that format
         escapes them: JSON text has no raw tab or newline to escape); with ``columns``, the
-        rows. Nothing is sent."""
+        rows. Nothing is sent. With ``primary_key``, a record without its key (or with null
+        in it) is a ValueError, raised here: before anything of its batch is sent."""
+        if self._keys:
+            check_keys(records, self._keys)
         if self.columns is None:
             return self._encode_lines(records).replace(b"\\", b"\\\\")
         return [self._to_row(r) for r in records]
 
     async def _copy(self, chunks: Sequence[Any], rows: int) -> None:
         """COPY what ``stage`` made of ``rows`` records into the table, in the transaction
-        of the next commit."""
+        of the next commit; with ``primary_key``, into the staging table, which that
+        commit upserts into the table."""
         if not chunks:
             return
         conn = self._connection()
+        table, schema = self.table, self._schema
+        if self._keys:
+            table, schema = _STAGING, "pg_temp"
         try:
             await self._begin(conn)
             columns = [col for col, _, _ in self._layout]
             if self.columns is None:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 await conn.copy_to_table(
-                    self.table,
+                    table,
                     source=memoryview(data),  # bytes would be taken for a file name
                     columns=columns,
-                    schema_name=self._schema,
+                    schema_name=schema,
                     format="text",
                 )
             else:
                 await conn.copy_records_to_table(
-                    self.table,
+                    table,
                     records=[row for chunk in chunks for row in chunk],
                     columns=columns,
-                    schema_name=self._schema,
+                    schema_name=schema,
                 )
+            self._staged = bool(self._keys)
         except Exception as exc:
             exc.add_note(f"while writing {rows} records to Postgres {self._where}")
             raise
@@ -614,6 +735,10 @@ class Postgres(Configured):
         conn = self._connection()
         try:
             await self._begin(conn)
+            if self._staged:
+                # the batch's records into the table, in the checkpoint's transaction
+                await conn.execute(self._upsert_sql())
+                self._staged = False
             await conn.execute(
                 f"INSERT INTO {self._qualified(_CHECKPOINTS)} (name, checkpoint, updated_at) "
                 "VALUES ($1, $2::text::jsonb, now()) ON CONFLICT (name) DO UPDATE SET "
@@ -631,6 +756,7 @@ class Postgres(Configured):
     async def close(self) -> None:
         conn, tx = self._conn, self._tx
         self._conn = self._tx = self._lock = self._table_key = None
+        self._staged = False  # a rollback empties the staging table, and the session ends
         if conn is None:
             return
         try:

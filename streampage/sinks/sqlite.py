@@ -4,6 +4,22 @@ Records go in as JSON text (``data`` column; query them with SQLite's JSON funct
 commit is one transaction holding the batch *and* the checkpoint row, so after a crash the
 database holds exactly the pages its checkpoint names.
 
+Upserts. With ``primary_key="id"`` (a top-level field of the records; a tuple of fields for
+a composite key) the table holds one row per key, the newest version of its record. Every
+INSERT then ends with ``ON CONFLICT (json_extract(data, '$.id')) DO UPDATE SET data =
+excluded.data`` (SQLite 3.24 and later), in the checkpoint's transaction as before, against
+a unique index on that expression created with the table, ``<table>_<key>_key``. SQLite
+runs a statement's rows in order, so the same key twice in a batch keeps the last version.
+``json_extract`` gives the key's SQL value: ``1`` and ``"1"`` are two keys (PostgreSQL's
+``->>`` makes them one). SQLite matches the conflict target with an index by its text, so
+the path is written as a person would (``$.id``; ``$."odd name"``), and a query written the
+same way, ``WHERE json_extract(data, '$.id') = 42``, uses the index. A table that was there
+without that index is refused by ``open`` (the upsert is prepared, not run, and SQLite finds
+nothing to conflict on), with the ``CREATE UNIQUE INDEX`` that adds it. A record without its
+key, or with null in it, is refused by ``stage``, before anything of its batch is written:
+the index would take any number of NULL keys. The ``id`` column is then the row's first
+insertion, not its last change.
+
 Checkpoints are rows of ``streampage_checkpoints``, keyed ``"<table>/<name>"`` (the table
 in lower case, as SQLite folds names: ``Items`` and ``items`` are one table). The same
 checkpoint name on two tables of one database is two checkpoints.
@@ -52,7 +68,7 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import ConfigurationError
-from ._base import Configured
+from ._base import Configured, check_keys, key_fields
 from ._lock import FileLock, in_use, state_dir
 
 __all__ = ["SQLite"]
@@ -75,6 +91,18 @@ def _file_safe(name: str) -> str:
     return safe
 
 
+def _json_path(field: str) -> str:
+    """The JSON path of a top-level field, as a person would write it: ``$.id``, or
+    ``$."odd name"`` (a path is matched as text: the index's and the upsert's must agree)."""
+    if _IDENTIFIER.fullmatch(field):
+        return f"$.{field}"
+    if '"' in field:
+        raise ConfigurationError(
+            f"SQLite primary_key {field!r}: a JSON path cannot name a field with a double quote"
+        )
+    return f'$."{field}"'
+
+
 def _literal(text: str) -> str:
     """``text`` as an SQL string literal, for a statement shown in a message."""
     return "'" + text.replace("'", "''") + "'"
@@ -84,7 +112,8 @@ class SQLite(Configured):
     """Records into ``table`` (created when absent) of the database file ``path``.
 
     ``busy_timeout`` is how long (seconds) a commit waits while another run commits into
-    another table of the same database."""
+    another table of the same database. ``primary_key`` (a field name, or a tuple of them)
+    upserts: one row per key, the newest version (see the module's docstring)."""
 
     def __init__(
         self,
@@ -92,8 +121,9 @@ class SQLite(Configured):
         table: str = "items",
         *,
         busy_timeout: float = _BUSY_TIMEOUT,
+        primary_key: str | Sequence[str] | None = None,
     ) -> None:
-        self._configured(path, table, busy_timeout=busy_timeout)
+        self._configured(path, table, busy_timeout=busy_timeout, primary_key=primary_key)
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"SQLite table name {table!r} must be a plain identifier")
         if table.lower() == _CHECKPOINTS or table.lower().startswith("sqlite_"):
@@ -101,6 +131,23 @@ class SQLite(Configured):
         self.path = Path(path)
         self.table = table
         self.busy_timeout = busy_timeout
+        self.primary_key = primary_key
+        self._keys = key_fields(primary_key, "SQLite")
+        if self._keys and sqlite3.sqlite_version_info < (3, 24, 0):
+            raise ConfigurationError(
+                f"SQLite primary_key= needs SQLite 3.24 or later (its upsert); this Python has "
+                f"{sqlite3.sqlite_version}"
+            )
+        #: a row's key (``json_extract(data, '$.id')``, a composite's joined by commas): the
+        #: unique index's expressions, and the upsert's conflict target (the same text)
+        self._key_sql = ", ".join(
+            f"json_extract(data, {_literal(_json_path(k))})" for k in self._keys
+        )
+        upsert = (
+            f" ON CONFLICT ({self._key_sql}) DO UPDATE SET data = excluded.data"
+            if self._keys
+            else ""
+        )
         self._db: sqlite3.Connection | None = None
         self._lock: FileLock | None = None  # the checkpoint's, exclusive
         self._table_lock: FileLock | None = None  # the table's: shared, exclusive to replace
@@ -109,14 +156,54 @@ class SQLite(Configured):
         self._encoder = msgspec.json.Encoder()
         #: INSERT statements by rows: _ROWS, _ROWS / 2, ..., 1
         self._inserts = {
-            n: f"INSERT INTO {table} (data) VALUES " + ", ".join(["(?)"] * n)
+            n: f"INSERT INTO {table} (data) VALUES " + ", ".join(["(?)"] * n) + upsert
             for n in (_ROWS >> k for k in range(_ROWS.bit_length()))
         }
         # one thread at a time uses the connection; a limiter of 1 keeps calls in order
         self._limiter = anyio.CapacityLimiter(1)
 
     def __repr__(self) -> str:
-        return f"SQLite({str(self.path)!r}, table={self.table!r})"
+        key = "" if self.primary_key is None else f", primary_key={self.primary_key!r}"
+        return f"SQLite({str(self.path)!r}, table={self.table!r}{key})"
+
+    def _index_sql(self) -> str:
+        """The unique index an upsert needs, as the statement that creates it (named
+        ``<table>_<key>_key``)."""
+        name = f"{self.table}_{'_'.join(self._keys)}_key".replace('"', '""')
+        return f'CREATE UNIQUE INDEX "{name}" ON {self.table} ({self._key_sql})'
+
+    def _ensure_table(self, db: sqlite3.Connection) -> None:
+        """The table, created when absent: with ``primary_key``, with its unique index, in
+        the same transaction (no one ever sees the one without the other); a table that
+        was there must have that index already (checked: the upsert is prepared, not run)."""
+        create = f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, data TEXT)"
+        if not self._keys:
+            db.execute(create)
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            there = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                (self.table,),
+            ).fetchone()
+            if there is None:
+                db.execute(create)
+                db.execute(self._index_sql())
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute(f"EXPLAIN {self._inserts[1]}", (None,))
+        except sqlite3.OperationalError as exc:
+            if "ON CONFLICT clause does not match" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"SQLite table {self.table} in {self.path} has no unique index on "
+                f"{self._key_sql}, which primary_key={self.primary_key!r} upserts by: add one "
+                f"with {self._index_sql()} (rows with the same key must go first), or write "
+                "to a new table"
+            ) from None
 
     def _key(self, name: str) -> str:
         """The checkpoint ``name`` of this table, as stored in ``streampage_checkpoints``."""
@@ -177,9 +264,7 @@ class SQLite(Configured):
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, data TEXT)"
-            )
+            self._ensure_table(db)
             # the layout of every version: a key scoped to the table is still a name
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} "
@@ -236,7 +321,7 @@ class SQLite(Configured):
         self._unclaimed = None  # whoever's it was, the table starts over
 
     async def write(self, records: Sequence[Any]) -> None:
-        await self._run(self._write, [self._encoder.encode_lines(records)])
+        await self._run(self._write, [self.stage(records)])
 
     def _write(self, chunks: Sequence[bytes]) -> None:
         """Insert the records of ``chunks`` (JSON lines: a row a line) in the transaction,
@@ -259,7 +344,11 @@ class SQLite(Configured):
     def stage(self, records: Sequence[Any]) -> bytes:
         """One page's records as JSON lines (a row a line), for ``commit_staged``: ``into()``
         calls it on the event loop as each page arrives, so that a batch waits for its
-        commit as bytes, not as Python objects. Nothing is written."""
+        commit as bytes, not as Python objects. Nothing is written. With ``primary_key``, a
+        record without its key (or with null in it) is a ValueError, raised here: before
+        anything of its batch is written."""
+        if self._keys:
+            check_keys(records, self._keys)
         return self._encoder.encode_lines(records)
 
     async def commit_staged(
