@@ -88,8 +88,8 @@ class Incremental:
             )
         if self.param is not None and (not isinstance(self.param, str) or not self.param):
             raise ConfigurationError(
-                f"Incremental(param={self.param!r}) must name a query parameter, or be None "
-                "when the API has none"
+                f"Incremental(param={self.param!r}) must name a query parameter (leave it "
+                "out when the API has none)"
             )
         if self.start is not None and _kind(self.start) is None:
             raise ConfigurationError(
@@ -172,14 +172,14 @@ def check_stored(
             "(--replace), or write to a new target"
         )
     if not earlier.finished and state.since is not None and state.param != incremental.param:
-        was = "no parameter" if state.param is None else f"the parameter {state.param!r}"
-        now = "none" if incremental.param is None else f"{incremental.param!r}"
+        was = "in no parameter" if state.param is None else f"as the parameter {state.param!r}"
+        now = "in none" if incremental.param is None else f"as {incremental.param!r}"
         said = f"--incremental {state.field}" + (
             f" --since-param {state.param}" if state.param is not None else ""
         )
         raise ConfigurationError(
             f"{sink!r} holds checkpoint {name!r} of an incremental run cut short, which sent "
-            f"its since value in {was} (this run: {now}); its committed pages are pages of "
+            f"its since value {was}, and this run {now}; its committed pages are pages of "
             f"that query. End it with {_call(state.field, state.param)} (streampage fetch "
             f"{said}), or start the target over with mode='replace' (--replace)"
         )
@@ -267,8 +267,8 @@ class Pass:
         if given:
             raise ConfigurationError(
                 f"the query parameter {param!r} is given (params= or the URL) and "
-                f"{_call(self.field, param)} (streampage fetch --since-param {param}) sends "
-                "it too: give it one way"
+                f"{_call(self.field, param)} (streampage fetch --incremental {self.field} "
+                f"--since-param {param}) sends it too: give it one way"
             )
 
     def keep(self, found: list[Any], page: Page[Any]) -> list[Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import HANG, Flaky
+from conftest import cli_fetch as fetch
 
 import streampage
 from streampage import Incremental, PageNumber
@@ -536,3 +537,112 @@ def test_the_incremental_state_is_part_of_the_checkpoint_document() -> None:
     again = Checkpoint.from_json(checkpoint.to_json())
     assert again.incremental == checkpoint.incremental
     assert isinstance(again.incremental.since, int)  # a number stays the number it was
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+async def test_the_command_line_goes_on_from_its_checkpoint_and_says_so(
+    api: ChangingAPI, tmp_path: Path
+) -> None:
+    out = f"sqlite:///{tmp_path / 'o.db'}"
+    args = [api.url, "--incremental", FIELD, "--since-param", PARAM, "-o", out]
+    args += ["--pages", "page", "--size", "3", "--records", "data", "--stats-json", "-"]
+
+    first = await fetch(*args)
+    assert first.code == 0, first
+    assert "every record (no earlier updated_at to fetch from)" in first.err
+
+    api.touch(6, second=99)
+    api.queries.clear()
+    second = await fetch(*args)  # the same command: no --resume
+
+    assert second.code == 0, second
+    assert set(api.sent()) == {at(18)}
+    doc = json.loads(second.out)
+    assert doc["records"] == 1
+    assert doc["incremental"] == {
+        "field": FIELD,
+        "param": PARAM,
+        "since": at(18),
+        "high": at(99),
+        "skipped": 3,
+        "client_side": False,
+        "unchecked": 0,
+    }
+    assert f"updated_at from '{at(18)}' (sent as {PARAM}); 3 records left out" in second.err
+    assert versions(written("sqlite", tmp_path)) == sorted(
+        [(i, at(min(i, 18))) for i in range(1, 21)] + [(6, at(99))]
+    )
+
+    replaced = await fetch(*args, "--replace")
+    assert replaced.code == 0, replaced
+    assert len(written("sqlite", tmp_path)) == 20
+
+
+async def test_the_command_line_without_a_since_parameter_says_it_filters_here(
+    api: ChangingAPI, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "orders.jsonl")
+    args = [api.url, "--incremental", FIELD, "-o", out, "--pages", "page", "--size", "3"]
+    assert (await fetch(*args)).code == 0
+    second = await fetch(*args)
+    assert second.code == 0, second
+    assert "(--since-param): every page is fetched" in second.err  # the decision, said
+    assert "filtered here (no --since-param: every page fetched)" in second.err
+    assert "param=" not in second.err
+
+
+async def test_the_command_line_speaks_options_in_its_incremental_errors(
+    api: ChangingAPI, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "orders.jsonl")
+    base = [api.url, "-o", out, "--pages", "page", "--size", "3"]
+    assert (await fetch(*base, "--incremental", FIELD, "--since-param", PARAM)).code == 0
+
+    plain = await fetch(*base, "--resume")
+    assert plain.code == 2, plain
+    assert f"--incremental {FIELD} --since-param {PARAM}" in plain.err
+    assert "Incremental(" not in plain.err and "mode=" not in plain.err
+
+    wrong = await fetch(*base, "--incremental", "updatedAt", "--replace")
+    assert wrong.code == 2, wrong
+    assert "Name the field that says when a record changed with --incremental" in wrong.err
+
+    alone = await fetch(*base, "--since-param", PARAM)
+    assert alone.code == 2 and "--since-param applies to --incremental" in alone.err
+    stdout = await fetch(api.url, "--incremental", FIELD)
+    assert stdout.code == 2 and "--incremental needs an output target" in stdout.err
+
+
+def test_incremental_options_round_trip_through_the_plan(tmp_path: Path) -> None:
+    from streampage.cli._parser import build_parser
+    from streampage.cli._plan import as_options, make_plan
+
+    out = str(tmp_path / "o.jsonl")
+    for incremental in (Incremental("meta.updated_at", "since"), Incremental("id")):
+        said = as_options(incremental).split()
+        args = build_parser().parse_args(["fetch", "https://h/x", "-o", out, *said])
+        assert make_plan(args, print).incremental == incremental
+
+
+def test_primary_key_goes_to_a_database_target_that_takes_it(tmp_path: Path) -> None:
+    import inspect
+
+    from streampage.cli import UsageError
+    from streampage.cli._parser import build_parser
+    from streampage.cli._plan import make_plan
+
+    def plan(*args: str) -> Any:
+        parsed = build_parser().parse_args(["fetch", "https://h/x", *args])
+        return make_plan(parsed, print)
+
+    with pytest.raises(UsageError, match="--primary-key applies to sqlite"):
+        plan("-o", str(tmp_path / "o.jsonl"), "--primary-key", "id")
+    db = f"sqlite:///{tmp_path / 'o.db'}"
+    if "primary_key" in inspect.signature(SQLite).parameters:  # upserts have landed
+        assert plan("-o", db, "--primary-key", "id").target.sink.primary_key == "id"
+    else:
+        with pytest.raises(UsageError, match="cannot upsert by a key yet"):
+            plan("-o", db, "--primary-key", "id")
+    assert isinstance(plan("-o", db).target.sink, SQLite)
