@@ -342,6 +342,12 @@ class Pass:
         elif self._kind is None:
             self._kind = kind
         elif kind is not self._kind:
+            if self.state.high is None and self._since is not None:  # only start= to go by
+                raise ConfigurationError(
+                    f"page {page.number} ({redact_url(page.response.url)}): the incremental "
+                    f"field {self.field!r} holds {_KINDS[kind]}, and Incremental(start=...) "
+                    f"is one of {_KINDS[self._kind]}: give start a value of the field's kind"
+                )
             what = (
                 f"holds {_KINDS[kind]}, where the values it is compared with are "
                 f"{_KINDS[self._kind]}"

@@ -462,6 +462,11 @@ async def test_a_wrong_field_name_and_a_value_of_another_kind(
     with pytest.raises(streampage.ConfigurationError, match="'updatedAt' of a record is missing"):
         await records(api).into(sink_of("jsonl", tmp_path), incremental=Incremental("updatedAt"))
 
+    with pytest.raises(streampage.ConfigurationError, match="give start a value of the field"):
+        await records(api).into(
+            sink_of("jsonl", tmp_path), incremental=Incremental("id", None, "7")
+        )
+
     await records(api).into(sink_of("jsonl", tmp_path), incremental=INCREMENTAL)
     api.put(21, 3_000_000_000)  # a number, where the stored values are strings
     with pytest.raises(streampage.DecodeError, match=r"holds numbers, where .* are strings"):
