@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the names below load on first use (see __getattr__)
         ValidationError,
     )
     from ._evidence import Completeness
+    from ._incremental import Incremental
     from ._into import Records
     from ._page import Page, ResponseInfo
     from ._pagination import Header, Offset, PageNumber, Paginator, PaginatorRun
@@ -49,6 +50,7 @@ _LAZY = {
     "HTTPStatusError": "._errors",
     "Header": "._pagination",
     "IncompleteError": "._errors",
+    "Incremental": "._incremental",
     "LinkHeader": "._walks",
     "NextURL": "._walks",
     "Offset": "._pagination",
@@ -110,6 +112,7 @@ __all__ = [
     "HTTPStatusError",
     "Header",
     "IncompleteError",
+    "Incremental",
     "LinkHeader",
     "NextURL",
     "Offset",

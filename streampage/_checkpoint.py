@@ -30,6 +30,7 @@ from ._redact import looks_secret
 
 __all__ = [
     "Checkpoint",
+    "IncrementalState",
     "RangeSet",
     "Resume",
     "at_rest",
@@ -176,6 +177,27 @@ class _SourceState(msgspec.Struct, omit_defaults=True):
     ended: bool = False
 
 
+class IncrementalState(msgspec.Struct, omit_defaults=True):
+    """Where incremental runs stand (see _incremental): ``since``, the value of ``field``
+    the current pass fetches from (fixed for the pass: a pass cut short and resumed sends
+    it again), ``high``, the highest value among the committed records of every pass, and
+    digests of the committed records whose value is ``since`` when the pass began
+    (``seen``: not written again) and ``high`` (``boundary``: the next pass's ``seen``),
+    each at most _incremental.BOUNDARY of them (``*_over``: more records had that value)."""
+
+    field: str
+    #: the query parameter the pass sends ``since`` as (None: filtered client-side)
+    param: str | None = None
+    since: str | int | float | None = None
+    high: str | int | float | None = None
+    seen: list[str] = []
+    seen_over: bool = False
+    boundary: list[str] = []
+    boundary_over: bool = False
+    #: passes that finished (the first run's included)
+    passes: int = 0
+
+
 class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
     """A checkpoint as stored (version 2; version 1 was the ``sources`` mapping alone)."""
 
@@ -185,6 +207,8 @@ class _Document(msgspec.Struct, omit_defaults=True, tag_field="v", tag=2):
     finished: bool = False
     #: records written under this checkpoint by every run (0 in checkpoints from before it)
     written: int = 0
+    #: into(incremental=...): where incremental runs stand
+    incremental: IncrementalState | None = None
 
 
 class Checkpoint:
@@ -218,6 +242,8 @@ class Checkpoint:
         self.finished = finished
         #: records written under it by every run, this one's included (into() adds them)
         self.written = 0
+        #: into(incremental=...): where incremental runs stand (None: not incremental)
+        self.incremental: IncrementalState | None = None
         for key, source in (state or {}).items():
             self._pages[key] = RangeSet(source.pages)
             self._records[key] = source.records
@@ -333,6 +359,18 @@ class Checkpoint:
             if pages is not None and tail.number in pages:
                 self.reopened.setdefault(key, tail)
 
+    def forget_pages(self) -> None:
+        """Every source starts over from its first page, its committed pages forgotten (an
+        incremental run's next pass fetches another page space: the records from its since
+        value on). What was written stays counted (``written``)."""
+        self._pages.clear()
+        self._next.clear()
+        self._records.clear()
+        self._tails.clear()
+        self.reopened.clear()
+        self._ended.clear()
+        self._later.clear()
+
     def pages(self, source: str) -> RangeSet:
         return self._pages.get(source) or RangeSet()
 
@@ -376,7 +414,9 @@ class Checkpoint:
             )
             for key, pages in self._pages.items()
         }
-        return _encode(_Document(state, self.fingerprint, self.finished, self.written))
+        return _encode(
+            _Document(state, self.fingerprint, self.finished, self.written, self.incremental)
+        )
 
     @classmethod
     def from_json(cls, data: bytes | str | None) -> Checkpoint:
@@ -387,6 +427,7 @@ class Checkpoint:
             doc = msgspec.convert(raw, _Document)
             done = cls(doc.sources, fingerprint=doc.source, finished=doc.finished)
             done.written = doc.written
+            done.incremental = doc.incremental
             return done
         old = cls(msgspec.convert(raw, dict[str, _SourceState]))  # version 1
         old.legacy = True

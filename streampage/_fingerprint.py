@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
 __all__ = ["auto_unchecked", "chosen_differs", "differences", "fingerprint", "numbering"]
 
-_SHOWN = {"url": "URL", "pages": "paginator", "records": "records"}
+_SHOWN = {
+    "url": "URL",
+    "pages": "paginator",
+    "records": "records",
+    "incremental": "incremental field",
+}
 
 
 def fingerprint(sources: Sources, extract: Any) -> dict[str, str]:

@@ -36,6 +36,7 @@ from ._checkpoint import Checkpoint, Tail, legacy_source_id, source_id
 from ._decode import count_records, get_path, has_path, keys_of
 from ._errors import ConfigurationError, PaginationError, SinkError, StreamPageError
 from ._fingerprint import auto_unchecked, chosen_differs, differences, fingerprint
+from ._incremental import Incremental, Pass, check_stored, next_pass
 from ._lineage import Mark
 from ._page import Page
 from ._redact import redact_url
@@ -164,6 +165,7 @@ class Records:
         checkpoint: str = "default",
         mode: Mode | None = None,
         resume: bool = False,
+        incremental: Incremental | None = None,
     ) -> StreamStats:
         """Drain the stream into ``sink`` in batches of about ``batch`` records, each batch
         committed with the checkpoint ``checkpoint`` (a name scoped to the sink's target).
@@ -175,12 +177,26 @@ class Records:
         ``"resume"`` (or ``resume=True``) goes on from it: committed pages are not fetched
         or delivered again, and a resume of a finished run only looks for new pages;
         ``"replace"`` starts the target over (the old records go when the first batch is
-        committed, or when the new output is complete). Returns the stream's stats."""
+        committed, or when the new output is complete). Returns the stream's stats.
+
+        ``incremental=Incremental(field, param)``: fetch only what is new since the last
+        run, by the highest value of ``field`` among the committed records, kept in the
+        checkpoint and sent as the query parameter ``param`` (see streampage.Incremental).
+        Its runs go on from the checkpoint unless ``mode`` says otherwise (``"replace"``:
+        everything again, from ``Incremental.start``)."""
         if resume and mode not in (None, "resume"):
             raise ConfigurationError(f"into(resume=True, mode={mode!r}): pass one or the other")
-        chosen: Mode = mode or ("resume" if resume else "new")
+        if incremental is not None and not isinstance(incremental, Incremental):
+            raise ConfigurationError(
+                f"into(incremental={incremental!r}): pass streampage.Incremental(field, param)"
+            )
+        again = resume or incremental is not None  # a nightly job runs the same call again
+        chosen: Mode = mode or ("resume" if again else "new")
         if chosen not in ("new", "resume", "replace"):
             raise ConfigurationError(f"into(mode={mode!r}): pass 'new', 'resume' or 'replace'")
+        source = fingerprint(self._stream._sources, self._spec)  # before a since value is sent
+        if incremental is not None:
+            source["incremental"] = incremental.field
         return await drain(
             self._stream,
             self._extract,
@@ -188,7 +204,8 @@ class Records:
             batch,
             checkpoint,
             chosen,
-            fingerprint(self._stream._sources, self._spec),
+            source,
+            incremental,
         )
 
 
@@ -200,6 +217,7 @@ async def drain(
     name: str,
     mode: Mode,
     source: dict[str, str],
+    incremental: Incremental | None = None,
 ) -> StreamStats:
     if batch < 1:
         raise ConfigurationError(f"into(batch={batch}) must be at least 1")
@@ -221,6 +239,11 @@ async def drain(
         elif stored is not None:
             earlier = Checkpoint.from_json(stored)
             _check_resume(sink, name, mode, earlier, source, stream._sources.single is None)
+            if incremental is not None or earlier.incremental is not None:
+                check_stored(sink, name, incremental, earlier)
+                assert incremental is not None
+                earlier = next_pass(earlier, incremental)  # a new pass after a finished one
+                stored = earlier.to_json()
             earlier_source = earlier.fingerprint
             progress = Checkpoint.from_json(stored)
             progress.fingerprint, progress.finished = dict(source), False
@@ -234,6 +257,8 @@ async def drain(
                 if earlier.finished:
                     held.reopen_tails()
             stream._sources.resume_from(earlier)
+        # an incremental run's pass: what it sends, what it leaves out (before the start)
+        tracker = None if incremental is None else Pass(incremental, progress, stream)
         # Records wait for their commit in the sink's own form when the sink can stage
         # them (stage(): the built-in sinks encode a page's records as it arrives), so
         # that none of them outlives its page as Python objects: a batch of live records
@@ -281,6 +306,8 @@ async def drain(
                 key, _, walked, counted, written, _ = pages[at]
                 pages[at] = (key, number, walked, counted, written, edges(found))
             last.clear()
+            if tracker is not None:
+                tracker.close_batch()
             marks = stream._marks  # the engine's own list: emptied, never replaced
             waiting.append((batched, count, pages, marks[:]))
             marks.clear()
@@ -300,6 +327,8 @@ async def drain(
             records_in = sum(n for _, n, _, _ in group)
             pages_in = sum(len(rows) for _, _, rows, _ in group)
             progress.written += records_in
+            if tracker is not None:
+                tracker.committed(len(group))  # its highest value, in the same commit
             if commit_staged is not None:
                 call = commit_staged(name, progress.to_json(), [b for b, _, _, _ in group])
             else:
@@ -354,6 +383,8 @@ async def drain(
                     tail = reopened.get(key)
                     if tail is not None and tail.number == number:
                         found = _new_in_tail(tail, found, page)
+                if tracker is not None:
+                    found = tracker.keep(found, page)
                 n = len(found)
                 stats.records += n
                 if n:

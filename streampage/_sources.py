@@ -239,6 +239,13 @@ class Sources:
         """The stream's params, merged into every source's query."""
         return self._params
 
+    def send(self, params: Mapping[str, ParamValue]) -> None:
+        """Send ``params`` too, with every request of the stream: into(incremental=...)
+        adds the value it fetches from, once it has read its checkpoint, before the stream
+        starts. Added after the stream's fingerprint was taken, they are not part of what
+        the source is (a pass of an incremental run sends another value than the last)."""
+        self._params.update(params)
+
     @property
     def paginator(self) -> Paginator:
         """The stream's paginator (a Source may name its own)."""

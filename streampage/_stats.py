@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -30,6 +31,17 @@ class StreamStats:
     checkpoint_records: int = 0
     checkpoint_counted: int | None = 0
     resumed_finished: bool = False
+    #: into(incremental=...): the value of the field this run fetched from (None:
+    #: everything), the highest value among the committed records (this run's and earlier
+    #: ones'), records left out (before the since value, or unchanged at it), whether they
+    #: were filtered here rather than by the server (param=None, or a server that ignores
+    #: the parameter: every page fetched), and records at the since value written again
+    #: unchecked (more of them than the checkpoint keeps digests of: maybe written before)
+    incremental_since: Any = None
+    incremental_high: Any = None
+    incremental_skipped: int = 0
+    incremental_client_side: bool = False
+    incremental_unchecked: int = 0
     #: requests sent (attempts, retries included), whatever came of them: answered, failed,
     #: or cancelled and discarded past the end (redirect hops excluded)
     requests: int = 0

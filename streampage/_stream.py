@@ -48,6 +48,7 @@ from .events import Event, PageFailed, PaginatorChosen, PastEnd, Total, TotalDis
 if TYPE_CHECKING:
     from yarl import URL
 
+    from ._incremental import Incremental
     from .auth import Auth
     from .sinks import Sink
 
@@ -266,10 +267,16 @@ class Stream(Generic[T]):
         checkpoint: str = "default",
         mode: Mode | None = None,
         resume: bool = False,
+        incremental: Incremental | None = None,
     ) -> StreamStats:
         """Drain the pages, each page's data one record, into ``sink``; see Records.into."""
         return await Records(self, None).into(
-            sink, batch=batch, checkpoint=checkpoint, mode=mode, resume=resume
+            sink,
+            batch=batch,
+            checkpoint=checkpoint,
+            mode=mode,
+            resume=resume,
+            incremental=incremental,
         )
 
     async def __anext__(self) -> Page[T]:

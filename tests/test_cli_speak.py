@@ -26,8 +26,10 @@ import streampage
 from streampage import Cursor, Header, NextURL, Offset, PageNumber, RateLimit, RetryPolicy
 from streampage import Timeout as TimeoutPolicy
 from streampage._auto import describe
+from streampage._checkpoint import Checkpoint, IncrementalState
 from streampage._fingerprint import chosen_differs, numbering
 from streampage._http import _too_large
+from streampage._incremental import Incremental, check_stored
 from streampage.cli import main
 from streampage.cli._speak import speak
 from streampage.demo import serve
@@ -548,7 +550,75 @@ _SPOKEN: list[tuple[Callable[[], str], str]] = [
         "--job 'a b' must be a name of letters, digits, '.', '_' and '-' (it names the job's "
         "checkpoint and its part files)",
     ),
+    # _incremental.py: a checkpoint of incremental runs, and one that is not
+    (
+        lambda: raised(lambda: check_stored(_JSONL, "default", None, _incremental_checkpoint())),
+        "out/items.jsonl holds checkpoint 'default' of incremental runs on 'updated_at': go on "
+        "with them with --incremental updated_at --since-param updated_since, or start the "
+        "target over with --replace",
+    ),
+    (
+        lambda: raised(
+            lambda: check_stored(_SQLITE, "orders", Incremental("updated_at"), Checkpoint())
+        ),
+        "sqlite:///data/x.db?table=items holds checkpoint 'orders' of a run that was not "
+        "incremental: the highest 'updated_at' of its records is unknown, so nothing tells what "
+        "is new. Start the target over with --replace, or write to a new target",
+    ),
+    (
+        lambda: raised(
+            lambda: check_stored(
+                _JSONL, "default", Incremental("updated_at"), _incremental_checkpoint(False)
+            )
+        ),
+        "out/items.jsonl holds checkpoint 'default' of an incremental run cut short, which sent "
+        "its since value as the parameter 'updated_since', and this run in none; its committed "
+        "pages are pages of that query. End it with --incremental updated_at --since-param "
+        "updated_since, or start the target over with --replace",
+    ),
+    (
+        lambda: raised(lambda: Incremental("a", param="")),
+        "--since-param '' must name a query parameter (leave it out when the API has none)",
+    ),
+    (
+        lambda: logged(
+            "incremental: no parameter sends the server the value of %r to fetch from "
+            "(param=, --since-param): every page is fetched, and records before %r are left "
+            "out here",
+            "updated_at",
+            "2024-05-01T00:00:18Z",
+        ),
+        "incremental: no parameter sends the server the value of 'updated_at' to fetch from "
+        "(--since-param): every page is fetched, and records before '2024-05-01T00:00:18Z' are "
+        "left out here",
+    ),
+    (
+        lambda: (
+            "page 3 (http://h/x?page=3): the incremental field 'updatedAt' of a record is "
+            "missing; the record's keys are: id, name. Name the field that says when a record "
+            "changed with Incremental(field=...)"
+        ),
+        "page 3 (http://h/x?page=3): the incremental field 'updatedAt' of a record is missing; "
+        "the record's keys are: id, name. Name the field that says when a record changed with "
+        "--incremental",
+    ),
+    (
+        lambda: (
+            "the query parameter 'updated_since' is given (params= or the URL) and "
+            "Incremental(field='updated_at', param='updated_since') (streampage fetch "
+            "--incremental updated_at --since-param updated_since) sends it too: give it one way"
+        ),
+        "the query parameter 'updated_since' is given (-p or the URL) and --incremental "
+        "updated_at --since-param updated_since sends it too: give it one way",
+    ),
 ]
+
+
+def _incremental_checkpoint(finished: bool = True) -> Checkpoint:
+    """A checkpoint of incremental runs on updated_at, sent as updated_since."""
+    checkpoint = Checkpoint(fingerprint={"url": "http://h/x"}, finished=finished)
+    checkpoint.incremental = IncrementalState("updated_at", "updated_since", since="2024")
+    return checkpoint
 
 
 @pytest.mark.parametrize(("message", "spoken"), _SPOKEN)

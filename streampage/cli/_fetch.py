@@ -169,7 +169,8 @@ async def _drive(
                 plan.target.sink,
                 batch=args.batch or 1000,
                 checkpoint=args.checkpoint or "default",
-                mode="resume" if args.resume else "replace" if args.replace else "new",
+                mode=_mode(args, plan),
+                incremental=plan.incremental,
             )
     except StreamPageError as exc:
         outcome.error = exc
@@ -179,6 +180,16 @@ async def _drive(
             await ticker
         progress.update(_snapshot(s.stats, plan.total))
         progress.close()
+
+
+def _mode(args: argparse.Namespace, plan: _Plan) -> Any:
+    """into()'s mode: --resume, --replace, or new; an incremental run goes on from its
+    checkpoint unless told otherwise (the same command, every night)."""
+    if args.resume:
+        return "resume"
+    if args.replace:
+        return "replace"
+    return None if plan.incremental is not None else "new"
 
 
 async def _tick(progress: _Progress, stats: StreamStats, plan: _Plan) -> None:

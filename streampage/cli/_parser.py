@@ -193,6 +193,8 @@ examples:
       --total-pages total_pages --records items -o 'sqlite:///demo.db?table=items'
   streampage fetch https://api.github.com/repos/python/cpython/issues --pages link \\
       -H "Authorization: Bearer $GITHUB_TOKEN" -p state=all -p per_page=100 --rate 10
+  streampage fetch https://api.example.com/orders --incremental updated_at \\
+      --since-param updated_since -o 'sqlite:///orders.db?table=orders'   # nightly: what changed
 """
 
 _PAGINATORS = ("auto", "page", "offset", "cursor", "next-url", "link")
@@ -639,6 +641,29 @@ def _fetch_parser(sub: Any) -> None:
         action="store_true",
         help="start the target over: its old records go when the first batch commits "
         "(databases) or when the new output is complete (files)",
+    )
+    o.add_argument(
+        "--incremental",
+        metavar="FIELD",
+        default=None,
+        help="fetch only what changed since the last run: the highest FIELD (a dotted path "
+        "into each record, e.g. updated_at) among the committed records is kept in the "
+        "checkpoint, and the next run fetches from it (it goes on from the target's "
+        "checkpoint without --resume; --replace starts over)",
+    )
+    o.add_argument(
+        "--since-param",
+        metavar="NAME",
+        default=None,
+        help="--incremental: the query parameter the API takes that value in (e.g. "
+        "updated_since); without it, every page is fetched and the records are filtered here",
+    )
+    o.add_argument(
+        "--primary-key",
+        metavar="KEY",
+        default=None,
+        help="sqlite:// and postgresql:// targets: the record field that identifies a row; a "
+        "record whose key is there already replaces its row (an upsert)",
     )
     o.add_argument(
         "--format",

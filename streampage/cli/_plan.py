@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._decode import get_path
+from .._incremental import Incremental
 from .._pagination import Header, Offset, PageNumber, Paginator
 from .._policy import RateLimit, RetryPolicy, Timeout
 from .._walks import Cursor, LinkHeader, NextURL
@@ -261,16 +262,20 @@ class _Plan:
     #: the pages this run delivers, for the bar and its ETA, once the stream knows
     total: int | None
     stats_json: str | None
+    #: --incremental FIELD [--since-param NAME]
+    incremental: Incremental | None = None
 
 
 def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Plan:
-    target = _target(args.output, args.create_dirs, args.format)
+    target = _target(args.output, args.create_dirs, args.format, args.primary_key)
+    incremental = _incremental(args)
     if target.sink is None:
         for given, option in (
             (args.resume, "--resume"),
             (args.replace, "--replace"),
             (args.checkpoint is not None, "--checkpoint"),
             (args.batch is not None, "--batch"),
+            (incremental is not None, "--incremental"),
         ):
             if given:
                 raise UsageError(
@@ -327,16 +332,38 @@ def make_plan(args: argparse.Namespace, announce: Callable[[str], None]) -> _Pla
         target=target,
         records=records,
         # at most --max-pages until the stream tells the total (TotalDiscovered); a resume
-        # skips an unknown number of committed pages
-        total=None if args.resume else args.max_pages,
+        # (an incremental run's too) skips an unknown number of committed pages
+        total=None if args.resume or incremental is not None else args.max_pages,
         stats_json=args.stats_json,
+        incremental=incremental,
     )
     return plan
 
 
+def _incremental(args: argparse.Namespace) -> Incremental | None:
+    """``--incremental FIELD [--since-param NAME]``."""
+    if args.incremental is None:
+        if args.since_param is not None:
+            raise UsageError("--since-param applies to --incremental FIELD: add it")
+        return None
+    if args.shards is not None:
+        raise UsageError(
+            "--incremental applies to a run on one machine, not --shards: its pass carries "
+            "one value of the field from run to run"
+        )
+    return Incremental(args.incremental, args.since_param)
+
+
 def as_options(pages: Any) -> str:
-    """The options that pin a paginator (what ``--pages auto`` chose), as _paginator reads
-    them back: options at their defaults are left out."""
+    """The options that pin a paginator (what ``--pages auto`` chose), or that make an
+    Incremental, as make_plan reads them back: options at their defaults are left out."""
+    if isinstance(pages, Incremental):
+        said = [f"--incremental {_q(pages.field)}"]
+        if pages.param is not None:
+            said.append(f"--since-param {_q(pages.param)}")
+        if pages.start is not None:
+            said.append(f"(start {_q(str(pages.start))}: no option)")
+        return " ".join(said)
     if isinstance(pages, PageNumber):
         said = ["--pages page"]
         if pages.param != "page":

@@ -57,6 +57,8 @@ _OPTIONS: dict[str, dict[str, str] | str] = {
     "size": "--size",
     "limit": "--limit",
     "checkpoint": "--checkpoint",
+    "incremental": "--incremental",
+    "primary_key": "--primary-key",
     "batch": "--batch",
     "job": "--job",
     "cluster": "--cluster",
@@ -124,6 +126,7 @@ _CALLED = {
     },
     "RetryPolicy": {"attempts": "--retries"},
     "RateLimit": {"burst": "--burst"},
+    "Incremental": {"field": "--incremental", "param": "--since-param"},
 }
 
 _ARG = re.compile(r"""(\w+)=(Header\([^()]*\)|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,()]+)""")
@@ -394,10 +397,11 @@ _RULES: list[Rule] = [
         r"write local, local:N or a scheduler's address (\1)",
     ),
     # Timeout(min_rate=1024) (_http.py, a body that drips), Timeout(connect=0),
-    # RetryPolicy(attempts=0), RateLimit(burst=0) (_policy.py)
+    # RetryPolicy(attempts=0), RateLimit(burst=0) (_policy.py); _incremental.py "Name the
+    # field ... with Incremental(field=...)", "Incremental(param='') must name"
     (
-        ("Timeout(", "RetryPolicy(", "RateLimit("),
-        re.compile(r"\b(?P<kind>Timeout|RetryPolicy|RateLimit)" + _CALL_ARGS),
+        ("Timeout(", "RetryPolicy(", "RateLimit(", "Incremental("),
+        re.compile(r"\b(?P<kind>Timeout|RetryPolicy|RateLimit|Incremental)" + _CALL_ARGS),
         _called,
     ),
     # into(batch=0) must be at least 1; into(checkpoint=''): name the checkpoint (_into.py)

@@ -99,6 +99,16 @@ def _write_stats_json(
         "network_seconds": round(stats.network_seconds, 6),
         "consumer_wait_seconds": round(stats.consumer_wait_seconds, 6),
     }
+    if plan.incremental is not None:
+        document["incremental"] = {
+            "field": plan.incremental.field,
+            "param": plan.incremental.param,
+            "since": stats.incremental_since,
+            "high": stats.incremental_high,
+            "skipped": stats.incremental_skipped,
+            "client_side": stats.incremental_client_side,
+            "unchecked": stats.incremental_unchecked,
+        }
     text = msgspec.json.format(msgspec.json.encode(document), indent=2).decode() + "\n"
     if plan.stats_json == "-":
         sys.stdout.write(text)
@@ -129,6 +139,7 @@ def _print_fetch_summary(
         ("url", scrub(redact_url(plan.url))),
         ("output", scrub(plan.target.shown)),
         *_resumed(stats),
+        *_incremental(plan, stats),
         ("pages", pages),
         ("records", f"{stats.records:,}"),
         ("failed pages", f"{stats.failed:,}"),
@@ -158,6 +169,39 @@ def _resumed(stats: StreamStats) -> list[tuple[str, str]]:
     return []
 
 
+def _incremental(plan: _Plan, stats: StreamStats) -> list[tuple[str, str]]:
+    """What an incremental run fetched from, what it left out, and where it leaves off."""
+    incremental = plan.incremental
+    if incremental is None:
+        return []
+    field, since, high = incremental.field, stats.incremental_since, stats.incremental_high
+    if since is None:
+        said = f"every record (no earlier {field} to fetch from)"
+    elif stats.incremental_client_side:
+        why = (
+            "no --since-param"
+            if incremental.param is None
+            else f"the server ignores {incremental.param}"
+        )
+        said = f"{field} from {since!r}, filtered here ({why}: every page fetched)"
+    else:
+        said = f"{field} from {since!r} (sent as {incremental.param})"
+    if stats.incremental_skipped:
+        said += f"; {stats.incremental_skipped:,} records left out (older, or unchanged)"
+    if high is not None:
+        said += f"; highest now {high!r}"
+    rows = [("incremental", said)]
+    if stats.incremental_unchecked:
+        rows.append(
+            (
+                "",
+                f"{stats.incremental_unchecked:,} records at {since!r} written again unchecked "
+                "(more share it than the checkpoint keeps digests of): maybe twice",
+            )
+        )
+    return rows
+
+
 def _requests(stats: StreamStats) -> str:
     text = f"{stats.requests:,} ({stats.bytes / 1e6:,.1f} MB received"
     if stats.past_end:
@@ -171,6 +215,9 @@ def _result(s: Stream[Any], code: int, scrub: Callable[[str], str]) -> str:
     if code != 0:
         return _RESULTS.get(code, "failed")
     checked = _checked(s, scrub)
+    unchecked = s.stats.incremental_unchecked
+    if unchecked:
+        checked += f"; {unchecked:,} records at the since value may be there twice"
     if s.stats.resumed_finished and not s.stats.records:
         already = "complete already (the last run finished, and nothing is new: 0 records added)"
         return already + checked.removeprefix("complete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,21 @@ class _Target:
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
 
-def _target(text: str, create_dirs: bool = False, form: str | None = None) -> _Target:
-    """The sink an ``-o`` target names; a one-line UsageError for anything else."""
+def _target(
+    text: str, create_dirs: bool = False, form: str | None = None, primary_key: str | None = None
+) -> _Target:
+    """The sink an ``-o`` target names; a one-line UsageError for anything else.
+    ``primary_key`` (``--primary-key``) goes to a database sink, which upserts by it."""
     from .. import sinks
+
+    keyed: dict[str, Any] = {} if primary_key is None else {"primary_key": primary_key}
+    if primary_key is not None and not text.lower().startswith(
+        ("sqlite:", "postgresql://", "postgres://")
+    ):
+        raise UsageError(
+            "--primary-key applies to sqlite:/// and postgresql:// targets, not "
+            f"{redact_url(text)!r} (a file holds every version of a record, one a line)"
+        )
 
     if form is not None and not text.endswith(("/", os.sep)):
         raise UsageError(
@@ -49,7 +62,9 @@ def _target(text: str, create_dirs: bool = False, form: str | None = None) -> _T
                 "sqlite:////absolute/path.db?table=NAME (table is the only option)"
             )
         _check_file(path, text, create_dirs)
-        return _Target(sinks.SQLite(path, table=table), f"{path} (SQLite, table {table})")
+        _upserts(sinks.SQLite, "SQLite", keyed)
+        sqlite = sinks.SQLite(path, table=table, **keyed)
+        return _Target(sqlite, f"{path} (SQLite, table {table})")
     if lowered.startswith(("postgresql://", "postgres://")):
         parts = urlsplit(text)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -59,7 +74,8 @@ def _target(text: str, create_dirs: bool = False, form: str | None = None) -> _T
         )
         table = tables[-1] if tables else "items"
         try:
-            sink = sinks.Postgres(dsn, table)
+            _upserts(sinks.Postgres, "PostgreSQL", keyed)
+            sink = sinks.Postgres(dsn, table, **keyed)
         except ImportError as exc:
             raise UsageError(f"PostgreSQL output is not available here: {exc}") from None
         return _Target(sink, f"{redact_url(dsn)} (PostgreSQL, table {table})")
@@ -100,6 +116,15 @@ def _folder(text: str, form: str, create_dirs: bool) -> _Target:
             raise UsageError(f"Parquet output is not available here: {exc}") from None
     sink = sinks.JSONLines(text, gzip=form == "jsonl.gz")
     return _Target(sink, f"{text} (folder of JSON Lines parts)")
+
+
+def _upserts(sink: type, kind: str, keyed: dict[str, Any]) -> None:
+    """``--primary-key``: the sink must take it (its upserts come with a later version)."""
+    if keyed and "primary_key" not in inspect.signature(sink).parameters:
+        raise UsageError(
+            f"--primary-key: the {kind} output of this version of streampage appends every "
+            "record and cannot upsert by a key yet; leave --primary-key out"
+        )
 
 
 def _unknown_target(text: str, shown: str) -> str:
