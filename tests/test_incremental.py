@@ -632,8 +632,6 @@ def test_incremental_options_round_trip_through_the_plan(tmp_path: Path) -> None
 
 
 def test_primary_key_goes_to_a_database_target_that_takes_it(tmp_path: Path) -> None:
-    import inspect
-
     from streampage.cli import UsageError
     from streampage.cli._parser import build_parser
     from streampage.cli._plan import make_plan
@@ -645,9 +643,7 @@ def test_primary_key_goes_to_a_database_target_that_takes_it(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="--primary-key applies to sqlite"):
         plan("-o", str(tmp_path / "o.jsonl"), "--primary-key", "id")
     db = f"sqlite:///{tmp_path / 'o.db'}"
-    if "primary_key" in inspect.signature(SQLite).parameters:  # upserts have landed
-        assert plan("-o", db, "--primary-key", "id").target.sink.primary_key == "id"
-    else:
-        with pytest.raises(UsageError, match="cannot upsert by a key yet"):
-            plan("-o", db, "--primary-key", "id")
+    assert plan("-o", db, "--primary-key", "id").target.sink.primary_key == "id"
+    dsn = "postgresql://u@127.0.0.1:1/db"
+    assert plan("-o", dsn, "--primary-key", "id").target.sink.primary_key == "id"
     assert isinstance(plan("-o", db).target.sink, SQLite)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,9 @@ def _target(
     ):
         raise UsageError(
             "--primary-key applies to sqlite:/// and postgresql:// targets, not "
-            f"{redact_url(text)!r} (a file holds every version of a record, one a line)"
+            f"{redact_url(text)!r}: a file or folder keeps every version of a record, in the "
+            "order they came; leave --primary-key out and read the newest version of each "
+            "key as docs/upserts.md shows"
         )
 
     if form is not None and not text.endswith(("/", os.sep)):
@@ -62,7 +63,6 @@ def _target(
                 "sqlite:////absolute/path.db?table=NAME (table is the only option)"
             )
         _check_file(path, text, create_dirs)
-        _upserts(sinks.SQLite, "SQLite", keyed)
         sqlite = sinks.SQLite(path, table=table, **keyed)
         return _Target(sqlite, f"{path} (SQLite, table {table})")
     if lowered.startswith(("postgresql://", "postgres://")):
@@ -74,7 +74,6 @@ def _target(
         )
         table = tables[-1] if tables else "items"
         try:
-            _upserts(sinks.Postgres, "PostgreSQL", keyed)
             sink = sinks.Postgres(dsn, table, **keyed)
         except ImportError as exc:
             raise UsageError(f"PostgreSQL output is not available here: {exc}") from None
@@ -116,15 +115,6 @@ def _folder(text: str, form: str, create_dirs: bool) -> _Target:
             raise UsageError(f"Parquet output is not available here: {exc}") from None
     sink = sinks.JSONLines(text, gzip=form == "jsonl.gz")
     return _Target(sink, f"{text} (folder of JSON Lines parts)")
-
-
-def _upserts(sink: type, kind: str, keyed: dict[str, Any]) -> None:
-    """``--primary-key``: the sink must take it (its upserts come with a later version)."""
-    if keyed and "primary_key" not in inspect.signature(sink).parameters:
-        raise UsageError(
-            f"--primary-key: the {kind} output of this version of streampage appends every "
-            "record and cannot upsert by a key yet; leave --primary-key out"
-        )
 
 
 def _unknown_target(text: str, shown: str) -> str:
