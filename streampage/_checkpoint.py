@@ -310,23 +310,21 @@ class Checkpoint:
         number: int,
         walk: tuple[URL, URL | None] | None,
         records: int | None,
+        written: int,
+        edges: str | None,
         children: list[str],
     ) -> None:
-        """Every child of page ``number`` of parent ``source`` ended: the page is done, and
-        its children leave the checkpoint (a resume fetches the page no more, so nothing
-        asks for them). A parent page keeps no tail: a resume of a finished run does not
-        deliver it again, which would start its children again.
+        """Every child of page ``number`` of parent ``source`` ended: the page is done (as
+        commit() has it: ``written`` of its records made children, ``edges`` a digest of
+        them all), and its children leave the checkpoint (a resume fetches the page no
+        more, so nothing asks for them). A resume of a finished run delivers the last
+        done page again, and only the records after those ``written`` make children.
 
         A walk resumes at its last page done with every page before it done too: pages
         done out of order are kept (not delivered again), and the resume point moves past
         them when the gap closes."""
-        pages = self._pages.get(source)
-        if pages is None:
-            pages = self._pages[source] = RangeSet()
-            self._records[source] = 0
-        pages.add(number)
-        held = self._records.get(source)
-        self._records[source] = None if held is None or records is None else held + records
+        self.commit(source, number, None, records, written, edges)
+        pages = self._pages[source]
         for key in children:
             if key != source:
                 self._forget(key)

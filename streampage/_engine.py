@@ -66,6 +66,8 @@ with contextlib.suppress(ImportError):
 
 #: Payload of the last item on the result queue.
 _END: Any = object()
+#: Payload of an item that asks the consumer to commit the marks held (see Engine.mark).
+FLUSH: Any = object()
 
 #: A unit of work: (source walk, sequence number within the source, page number).
 Job = tuple[Walk, int, int]
@@ -172,8 +174,10 @@ class Engine:
         #: their waits run in
         self._resting = 0
         self._tg: anyio.abc.TaskGroup | None = None
-        #: where a dependent stream's completion marks go (into() sets it; else not kept)
+        #: where a dependent stream's completion marks go (into() sets it; else not kept),
+        #: and how many may wait before the consumer is asked to commit them
         self.marks: list[Any] | None = None
+        self.flush_every = 1000
         #: a dependent stream's families and parent walks (then())
         self.lineage = (
             None if sources.parents is None else Lineage(sources.parents, sources, concurrency)
@@ -296,8 +300,18 @@ class Engine:
 
     def _family_over(self, family: Family) -> None:
         mark = family.mark()
-        if mark is not None and self.marks is not None:
-            self.marks.append(mark)
+        if mark is not None:
+            self._mark(mark)
+
+    def _mark(self, mark: Any) -> None:
+        """Keep a completion mark for into(). Parent pages without children, or children
+        without records, make marks and no records, which no batch would ever fill up: the
+        consumer is asked to commit them every ``flush_every`` marks."""
+        marks = self.marks
+        if marks is not None:
+            marks.append(mark)
+            if len(marks) % self.flush_every == 0:
+                self.results.put((None, -1, -1, FLUSH))
 
     async def _feed(
         self,
@@ -322,6 +336,9 @@ class Engine:
                 walk.decoder = parents.decoder
             else:
                 walk = self._sources.walk(source)
+            if family is not None:  # a child: credentials go to its parent's origin only
+                walk.origin = family.home
+                walk.may_leave_origin = True
             run = walk.run
             if self._cancel_past_end:
                 run.on_end = functools.partial(self._cancel_past, walk)
@@ -369,9 +386,9 @@ class Engine:
                 active.release()
             if family is not None:
                 family.running -= 1
-                if ok and self.marks is not None:
-                    self.marks.append(ChildEnded(key))
-                elif not ok:
+                if ok:
+                    self._mark(ChildEnded(key))
+                else:
                     family.failed = True
                 self._family_over(family)
 

@@ -114,6 +114,10 @@ def differences(stored: dict[str, str], current: dict[str, str]) -> list[str]:
     resume with Auto is checked when Auto chooses again: see chosen_differs);
     ``--records auto`` matches any records path."""
     changed = []
+    if ("children" in stored) != ("children" in current):  # then(): one level more or less
+        kinds = ("a plain stream", "a dependent stream (then())")
+        stored_kind, current_kind = (kinds[1], kinds[0]) if "children" in stored else kinds
+        changed.append(f"the checkpoint is of {stored_kind}, this one is {current_kind}")
     for key, now in current.items():
         was = stored.get(key)
         if key == "pages" and was == "Auto()":

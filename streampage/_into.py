@@ -133,6 +133,7 @@ class Records:
         pages: Any = None,
         params: Mapping[str, str | int | float] | None = None,
         decode: Any = None,
+        cross_origin: bool = False,
     ) -> Stream[Any]:
         """The stream of the children of these records: ``children(record)`` returns a
         child source (a URL, a ``(url, params)`` pair or ``streampage.Source``, whose
@@ -141,11 +142,20 @@ class Records:
         pages decoded as ``decode`` says; parent and children are fetched by one pool,
         under this stream's concurrency, rate, retries, headers and auth, the children
         of a parent page as soon as it arrives. Parent pages are not delivered.
+        A child URL comes from the API's data: one on another origin than its parent is
+        an error, unless ``cross_origin=True``, which fetches it without the stream's
+        credentials. ``validate=`` sees parent pages too; ``max_pages`` caps the parents.
 
         Drained by ``.into()``, its checkpoint covers both: a resume fetches no parent
         page whose children are all committed, and starts no child already committed."""
         return self._stream._children(
-            children, self._extract, self._spec, pages=pages, params=params, decode=decode
+            children,
+            self._extract,
+            self._spec,
+            pages=pages,
+            params=params,
+            decode=decode,
+            cross_origin=cross_origin,
         )
 
     async def __aiter__(self) -> AsyncIterator[Any]:
@@ -279,6 +289,7 @@ async def drain(
         # would make a resume check those children again.
         dependent = stream._sources.parents is not None
         stream._keep_marks = dependent
+        stream._flush_every = max(1, min(batch, 1000))
         # the last page of each source in the batch, for the digest of its edges (Tail):
         # only a source's highest committed page keeps one, so only it needs one
         last: dict[str, tuple[int, int, list[Any]]] = {}
@@ -289,6 +300,7 @@ async def drain(
         waiting: list[Batch] = []
         ending = False  # from here on, the last commit takes what is left
         keys: dict[int, tuple[Any, str]] = {}  # source_id by source object: a hash a page
+        id_of = stream._sources.id_of
 
         def source_key(src: Any) -> str:
             known = keys.get(id(src))
@@ -296,9 +308,21 @@ async def drain(
                 return known[1]
             if len(keys) >= 4096:
                 keys.clear()
-            key = source_id(src)
+            key = id_of(src)
             keys[id(src)] = (src, key)  # kept, so that its id names no other object
             return key
+
+        def flush() -> None:
+            # Marks and no records (parents without children, children without records):
+            # committed when enough wait, between two pages, when no commit runs.
+            if ending or (committing is not None and not committing.done()):
+                return  # they go with the next batch
+            if committing is not None and (committing.cancelled() or committing.exception()):
+                return  # the failure is raised by the next settle()
+            close_batch()
+            start()
+
+        stream._on_flush = flush
 
         def close_batch() -> None:
             nonlocal batched, count, pages
@@ -382,7 +406,7 @@ async def drain(
                 if reopened:
                     tail = reopened.get(key)
                     if tail is not None and tail.number == number:
-                        found = _new_in_tail(tail, found, page)
+                        found = new_in_tail(tail, found, page)
                 if tracker is not None:
                     found = tracker.keep(found, page)
                 n = len(found)
@@ -402,9 +426,10 @@ async def drain(
                 if seen is None or number >= seen[0]:
                     last[key] = (number, len(pages), whole)
                 pages.append((key, number, stream._walked, stream._counted, n, None))
-                if count >= batch:
+                if count >= batch or len(pages) >= batch:
                     # A batch commits while the next one fills: a sink's fsync or
-                    # transaction does not stall the fetch.
+                    # transaction does not stall the fetch. (Pages without records close
+                    # one too: the checkpoint keeps up, and the batch holds no more rows.)
                     if dependent:
                         await asyncio.sleep(0)  # (see stream._keep_marks above)
                     close_batch()
@@ -503,7 +528,7 @@ def edges(records: list[Any]) -> str | None:
     return hashlib.blake2b(ends, digest_size=8).hexdigest()
 
 
-def _new_in_tail(tail: Tail, found: list[Any], page: Page[Any]) -> list[Any]:
+def new_in_tail(tail: Tail, found: list[Any], page: Page[Any]) -> list[Any]:
     """The records of a finished run's last page that it did not write: those after the
     ones it did, if the page still starts with them. Records inserted before them, or
     removed, cannot be told apart by position: that is an error, not a guess."""

@@ -32,7 +32,7 @@ from yarl import URL
 from ._checkpoint import source_id
 from ._errors import ConfigurationError, StreamPageError
 from ._redact import redact_url
-from ._sources import Source, as_source
+from ._sources import Source, as_source, child_id
 
 if TYPE_CHECKING:
     from ._checkpoint import Checkpoint
@@ -56,6 +56,9 @@ class Parents:
     decoder: Any = None
     #: the parent's records path and children function as the checkpoint fingerprints them
     spec: Any = None
+    #: children on another origin than their parent are fetched (without the stream's
+    #: credentials) rather than refused
+    cross_origin: bool = False
 
 
 class Mark:
@@ -84,24 +87,16 @@ class ParentDone(Mark):
     """Every child of page ``number`` of parent ``key`` ended: the page is committed, its
     children's state leaves the checkpoint."""
 
-    __slots__ = ("children", "counted", "key", "number", "walked")
+    __slots__ = ("family",)
 
-    def __init__(
-        self,
-        key: str,
-        number: int,
-        walked: tuple[URL, URL | None] | None,
-        counted: int | None,
-        children: list[str],
-    ) -> None:
-        self.key = key
-        self.number = number
-        self.walked = walked
-        self.counted = counted
-        self.children = children
+    def __init__(self, family: Family) -> None:
+        self.family = family
 
     def apply(self, checkpoint: Checkpoint) -> None:
-        checkpoint.commit_parent(self.key, self.number, self.walked, self.counted, self.children)
+        f = self.family
+        checkpoint.commit_parent(
+            f.parent, f.number, f.walked, f.counted, f.written, f.edges, f.keys
+        )
 
 
 @dataclass(eq=False)
@@ -113,6 +108,11 @@ class Family:
     walked: tuple[URL, URL | None] | None
     counted: int | None
     sources: deque[tuple[Source, str]]
+    #: the parent's origin: the only one its children's requests carry credentials to
+    home: URL
+    #: the page's records that made children, and a digest of its records (see Tail)
+    written: int = 0
+    edges: str | None = None
     keys: list[str] = field(default_factory=list)
     running: int = 0
     spawned: bool = False
@@ -122,7 +122,8 @@ class Family:
     def mark(self) -> ParentDone | None:
         """The page's done mark, once every child has started and ended well."""
         if self.spawned and self.running == 0 and not self.failed:
-            return ParentDone(self.parent, self.number, self.walked, self.counted, self.keys)
+            self.sources.clear()
+            return ParentDone(self)
         return None
 
 
@@ -143,23 +144,33 @@ class Lineage:
         #: every parent walk is over: no family will come
         self.over = False
 
-    def family(self, page: Page[Any], counted: int | None, walked: Any) -> Family:
-        """The children of parent page ``page``, checked (a URL, its params) before any is
-        started: an error names the parent page, and nothing of the page is committed."""
-        parents = self.parents
-        records = parents.extract(page)
+    def family(
+        self,
+        page: Page[Any],
+        records: list[Any],
+        counted: int | None,
+        walked: Any,
+        home: URL,
+        edges: str | None,
+    ) -> Family:
+        """The children of parent page ``page`` (of its ``records``: all, or those a
+        finished run did not see), checked (a URL, its params, its origin) before any is
+        started: an error names the parent page, and nothing of the page is committed. A
+        child URL comes from the API's data: credentials go with it only to the parent's
+        own origin (``home``)."""
         found: deque[tuple[Source, str]] = deque()
         for record in records:
-            for child in self._children_of(record, page):
-                found.append((child, source_id(child)))
+            for child in self._children_of(record, page, home):
+                found.append((child, child_id(child)))
         key = source_id(page.source) if page.source is not None else ""
-        family = Family(key, page.number, walked, counted, found, [k for _, k in found])
+        keys = [k for _, k in found]
+        family = Family(key, page.number, walked, counted, found, home, len(records), edges, keys)
         self.families.append(family)
         self.unstarted += len(found)
         self.arrived.set()
         return family
 
-    def _children_of(self, record: Any, page: Page[Any]) -> Iterable[Source]:
+    def _children_of(self, record: Any, page: Page[Any], home: URL) -> Iterable[Source]:
         where = f"parent page {page.number} ({redact_url(page.response.url)})"
         try:
             made = self.parents.children(record)
@@ -177,12 +188,19 @@ class Lineage:
                 continue
             try:
                 source = as_source(item)
-                self.children.url(source)  # a bad URL is this page's error, now
+                url = self.children.url(source)  # a bad URL is this page's error, now
             except ConfigurationError as exc:
                 raise ConfigurationError(
                     f"then(): the children function returned {_shown(item)} for a record of "
                     f"{where}: {exc}"
                 ) from None
+            if url.origin() != home and not self.parents.cross_origin:
+                raise ConfigurationError(
+                    f"then(): a child of {where} is on another origin, {url.origin()}, than "
+                    f"its parent, {home}: the stream's credentials go to the parent's origin "
+                    "only. Pass then(..., cross_origin=True) to fetch such children without "
+                    "them (headers= marked secret, auth=)"
+                )
             sources.append(source)
         return sources
 

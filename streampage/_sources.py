@@ -81,6 +81,16 @@ def as_source(item: Any) -> Source:
     )
 
 
+def child_id(source: Any) -> str:
+    """A child's name in a checkpoint: its key (yours: a customer's id, say) and a digest of
+    its URL and params without their credentials. The key alone could name two children
+    (a customer's orders and refunds, one id under two tenants), and a resume would take
+    one for the other."""
+    where = source_id(Source(source.url, getattr(source, "params", None)))
+    key = getattr(source, "key", None)
+    return where if key is None else f"{key}|{where[4:16]}"
+
+
 @dataclass(eq=False)
 class Walk:
     """The run-time state of one source: its paginator run, and (ordered mode) the pages
@@ -279,11 +289,16 @@ class Sources:
                 )
         return url
 
+    def id_of(self, source: Any) -> str:
+        """The name of ``source`` in a checkpoint: source_id, or a dependent stream's
+        child_id (children of many parents may share a key)."""
+        return source_id(source) if self.parents is None else child_id(source)
+
     def walk(self, source: Source) -> Walk:
         url = self.url(source)
         paginator = source.pages if source.pages is not None else self._pages
-        key = source_id(source)
-        if source.key is None and has_credentials(source):
+        key = self.id_of(source)
+        if source.key is None and self.parents is None and has_credentials(source):
             self._one_per_id(key, url)
         resume = self.checkpoint.resume(key, url) if self.checkpoint else None
         run = paginator.begin(url, max_pages=self._max_pages, resume=resume)

@@ -30,12 +30,13 @@ import anyio
 import msgspec
 
 from ._auto import Auto
+from ._checkpoint import source_id
 from ._decode import count_records, decoder_for
-from ._engine import Engine
+from ._engine import FLUSH, Engine
 from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
 from ._evidence import Completeness
 from ._http import HttpClient
-from ._into import Extract, Mode, Records
+from ._into import Extract, Mode, Records, edges, new_in_tail
 from ._lineage import Children, Mark, Parents
 from ._page import Page
 from ._pagination import Paginator
@@ -165,6 +166,9 @@ class Stream(Generic[T]):
         #: engine adds them as children end, into() takes them into its batches
         self._keep_marks = False
         self._marks: list[Mark] = []
+        #: into()'s hook that commits the marks held, and how many it lets wait
+        self._on_flush: Callable[[], None] | None = None
+        self._flush_every = 1000
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -200,6 +204,7 @@ class Stream(Generic[T]):
         self._engine = engine
         if self._keep_marks:
             engine.marks = self._marks
+            engine.flush_every = self._flush_every
         self.stats.start()
         # The engine task holds the engine, never this Stream: see __del__.
         loop = asyncio.get_running_loop()
@@ -302,7 +307,10 @@ class Stream(Generic[T]):
         while True:
             walk, _seq, number, payload = await get()
             if walk is None:
-                await self._end(engine)
+                if payload is FLUSH:
+                    self._flush()
+                else:
+                    await self._end(engine)
                 continue
             engine.outstanding -= 1
             moved.set()
@@ -357,7 +365,10 @@ class Stream(Generic[T]):
                 continue
             owner, seq, number, payload = await engine.results.get()
             if owner is None:
-                self._ended = True
+                if payload is FLUSH:
+                    self._flush()
+                else:
+                    self._ended = True
                 continue
             walk = owner
             if seq != walk.head:
@@ -422,11 +433,23 @@ class Stream(Generic[T]):
         count = getattr(walk.run, "count", count_records)(page.data)
         walk.tally.observe(page, count)
         walked = (page.response.url, walk.command) if getattr(walk.run, "walks", False) else None
+        lineage = engine.lineage
         try:
-            engine.lineage.family(page, count, walked)
+            whole = lineage.parents.extract(page)
+            records = whole
+            held = lineage.parents.sources.checkpoint
+            if held is not None and held.reopened:  # a finished run's last page, again
+                tail = held.reopened.get(source_id(page.source))
+                if tail is not None and tail.number == page.number:
+                    records = new_in_tail(tail, whole, page)
+            lineage.family(page, records, count, walked, walk.origin, edges(whole))
         except BaseException:
             self._finish()  # a children function that fails fails the stream
             raise
+
+    def _flush(self) -> None:
+        if self._on_flush is not None:
+            self._on_flush()
 
     def _children(
         self,
@@ -437,6 +460,7 @@ class Stream(Generic[T]):
         pages: Paginator | None,
         params: Mapping[str, ParamValue] | None,
         decode: Any,
+        cross_origin: bool,
     ) -> Stream[Any]:
         """The stream of the children of this stream's records (Records.then)."""
         if self._sources.parents is not None:
@@ -470,7 +494,7 @@ class Stream(Generic[T]):
             authorization=above.authorization,
             auth=above.auth,
         )
-        sources.parents = Parents(above, extract, children, self._decoder, spec)
+        sources.parents = Parents(above, extract, children, self._decoder, spec, cross_origin)
         options = dict(self._options)
         options.update(
             sources=sources,

@@ -274,7 +274,7 @@ _SPOKEN: list[tuple[Callable[[], str], str]] = [
         "(1,200 pages): pass --resume to go on from it, --replace to start the target over, "
         "or write to a new target",
     ),
-    # _into.py _new_in_tail
+    # _into.py new_in_tail
     (
         lambda: (
             "page 12 (http://h/x?page=12), the last page of the finished run, no longer "

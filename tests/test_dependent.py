@@ -913,3 +913,257 @@ async def test_sigkill_then_resume(shop, tmp_path, kind, parents):
 async def test_sigkill_then_resume_postgres(shop, tmp_path, postgres_dsn):
     api = await kill_test_api(shop)
     await sigkill_then_resume(api, Target("postgres", tmp_path, postgres_dsn), "cursor", tmp_path)
+
+
+# ---------------------------------------------------------------------- a second reading's
+# findings: credentials and origins, a finished run's last parent page, the fingerprint of
+# a dependent checkpoint, children that share a key, marks without records
+
+
+class Memory:
+    """A sink in memory: its records and checkpoint as of its last commit; the commit
+    numbered ``fail_at`` raises (nothing of it lands), as a full disk would."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.stored: bytes | None = None
+        self.pending: list[Any] = []
+        self.durable: list[Any] = []
+        self.commits = 0
+        self.fail_at = fail_at
+
+    def __repr__(self) -> str:
+        return "Memory()"
+
+    async def open(self, name: str) -> bytes | None:
+        self.pending = []
+        return self.stored
+
+    async def write(self, records: Any) -> None:
+        self.pending.extend(records)
+
+    async def commit(self, name: str, checkpoint: bytes) -> None:
+        if self.commits + 1 == self.fail_at:
+            raise OSError("No space left on device")
+        self.commits += 1
+        self.durable.extend(self.pending)
+        self.pending = []
+        self.stored = checkpoint
+
+    async def close(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def served(routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]):
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("credential", ["bearer", "query key"])
+async def test_a_child_on_another_origin_is_refused_or_fetched_without_credentials(credential):
+    seen: list[tuple[str, str | None, str]] = []
+
+    async def files(request: web.Request) -> web.Response:
+        seen.append(("foreign", request.headers.get("Authorization"), request.query_string))
+        return web.json_response({"data": [{"file": request.match_info["id"]}]})
+
+    async with served({"/files/{id}": files}) as foreign:
+
+        async def customers(request: web.Request) -> web.Response:
+            seen.append(("home", request.headers.get("Authorization"), request.query_string))
+            links = [f"{foreign}/files/1", f"{home}/files/2"]  # a record names any URL
+            return web.json_response({"data": [{"id": 1, "links": links}]})
+
+        async def own_files(request: web.Request) -> web.Response:
+            seen.append(("home", request.headers.get("Authorization"), request.query_string))
+            return web.json_response({"data": [{"file": request.match_info["id"]}]})
+
+        async with served({"/customers": customers, "/files/{id}": own_files}) as home:
+            auth = (
+                streampage.auth.Bearer("s3cret")
+                if credential == "bearer"
+                else streampage.auth.APIKey("api_key", "s3cret", where="query")
+            )
+
+            def dependent(**then: Any) -> streampage.Stream[Any]:
+                parents = streampage.stream(
+                    f"{home}/customers", pages=PageNumber(stop=1), auth=auth
+                )
+                return parents.records("data").then(
+                    lambda c: c["links"], pages=PageNumber(stop=1), **then
+                )
+
+            with pytest.raises(ConfigurationError) as refused:
+                await collect(dependent())
+            said = str(refused.value)
+            assert "parent page 1" in said and "another origin" in said
+            assert "cross_origin=True" in said and "s3cret" not in said
+            assert not [row for row in seen if row[0] == "foreign"]  # refused before a request
+
+            seen.clear()
+            pages = await collect(dependent(cross_origin=True))
+            assert sorted(p.data["data"][0]["file"] for p in pages) == ["1", "2"]
+            foreign_rows = [row for row in seen if row[0] == "foreign"]
+            home_rows = [row for row in seen if row[0] == "home"]
+            assert len(foreign_rows) == 1 and len(home_rows) == 2
+            for _, authorization, query in foreign_rows:  # no credential of the stream's
+                assert authorization is None and "s3cret" not in query
+            for _, authorization, query in home_rows:  # the parent's origin gets them all
+                assert "s3cret" in (authorization or "") + query
+
+
+async def test_a_resume_of_a_finished_run_takes_new_records_of_the_last_parent_page():
+    customers_now = [1, 2, 3]
+    requests: Counter[tuple[str, int]] = Counter()
+
+    async def customers(request: web.Request) -> web.Response:
+        at = int(request.query.get("cursor", 0))
+        requests[("parent", at)] += 1
+        chunk = customers_now[at : at + 2]
+        after = at + 2 if at + 2 < len(customers_now) else None
+        return web.json_response({"data": [{"id": c} for c in chunk], "next": after})
+
+    async def orders(request: web.Request) -> web.Response:
+        c = int(request.match_info["c"])
+        requests[("orders", c)] += 1
+        return web.json_response({"data": [{"id": f"{c}-a"}, {"id": f"{c}-b"}], "pages": 1})
+
+    async with served({"/customers": customers, "/c/{c}/orders": orders}) as api:
+
+        def job() -> streampage.Records:
+            return (
+                streampage.stream(f"{api}/customers", pages=Cursor(field="next"))
+                .records("data")
+                .then(lambda c: f"{api}/c/{c['id']}/orders", pages=PageNumber(total_pages="pages"))
+                .records("data")
+            )
+
+        sink = Memory()
+        await job().into(sink, batch=2)
+        assert sorted(r["id"] for r in sink.durable) == ["1-a", "1-b", "2-a", "2-b", "3-a", "3-b"]
+        customers_now.append(4)  # the short last parent page (customer 3) fills up
+        requests.clear()
+        stats = await job().into(sink, batch=2, mode="resume")
+        assert stats.resumed_finished
+        assert sorted(r["id"] for r in sink.durable)[-2:] == ["4-a", "4-b"]
+        assert len(sink.durable) == 8  # each once
+        assert requests[("orders", 4)] == 1
+        assert not [k for k in requests if k[0] == "orders" and k[1] != 4]  # no other child
+        assert b'"finished":true' in (sink.stored or b"")
+
+
+async def test_a_checkpoint_of_a_plain_stream_is_not_resumed_as_a_dependent_one():
+    async def customers(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": 1}, {"id": 2}]})
+
+    async def orders(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": request.match_info["c"]}], "pages": 1})
+
+    async with served({"/customers": customers, "/c/{c}/orders": orders}) as api:
+        plain = streampage.stream(f"{api}/customers", pages=PageNumber(stop=1)).records("data")
+        dependent = (
+            streampage.stream(f"{api}/customers", pages=PageNumber(stop=1))
+            .records("data")
+            .then(lambda c: f"{api}/c/{c['id']}/orders", pages=PageNumber(total_pages="pages"))
+            .records("data")
+        )
+        sink = Memory()
+        await plain.into(sink)
+        with pytest.raises(ConfigurationError, match="checkpoint is of a plain stream"):
+            await dependent.into(sink, mode="resume")
+        other = Memory()
+        await (
+            streampage.stream(f"{api}/customers", pages=PageNumber(stop=1))
+            .records("data")
+            .then(lambda c: f"{api}/c/{c['id']}/orders", pages=PageNumber(total_pages="pages"))
+            .records("data")
+            .into(other)
+        )
+        again = streampage.stream(f"{api}/customers", pages=PageNumber(stop=1)).records("data")
+        with pytest.raises(ConfigurationError, match="checkpoint is of a dependent stream"):
+            await again.into(other, mode="resume")
+
+
+async def test_two_children_with_one_key_are_two_children_to_a_resume():
+    slow = asyncio.Event()
+
+    async def customers(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": 1}]})
+
+    async def child(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind == "refunds" and not slow.is_set():
+            await asyncio.sleep(0.3)  # orders end (and commit) first
+        return web.json_response({"data": [{"r": f"{kind}-1"}], "pages": 1})
+
+    async with served({"/customers": customers, "/c/{c}/{kind}": child}) as api:
+
+        def job() -> streampage.Records:
+            def children(c: dict[str, Any]) -> list[Source]:
+                return [
+                    Source(f"{api}/c/{c['id']}/orders", key=c["id"]),
+                    Source(f"{api}/c/{c['id']}/refunds", key=c["id"]),  # the same key
+                ]
+
+            return (
+                streampage.stream(f"{api}/customers", pages=PageNumber(stop=1))
+                .records("data")
+                .then(children, pages=PageNumber(total_pages="pages"))
+                .records("data")
+            )
+
+        sink = Memory(fail_at=2)
+        with pytest.raises(streampage.SinkError):
+            await job().into(sink, batch=1)
+        assert [r["r"] for r in sink.durable] == ["orders-1"]
+        slow.set()
+        sink.fail_at = None
+        await job().into(sink, batch=1, mode="resume")
+        assert sorted(r["r"] for r in sink.durable) == ["orders-1", "refunds-1"]
+
+
+async def test_parent_pages_without_children_are_committed_as_they_are_done():
+    requests: Counter[int] = Counter()
+
+    async def parents(request: web.Request) -> web.Response:
+        page = int(request.query.get("page", 1))
+        requests[page] += 1
+        return web.json_response({"data": [{"id": page, "kids": page == 60}], "pages": 60})
+
+    async def kid(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"x": 1}], "pages": 1})
+
+    async with served({"/p": parents, "/k/{i}": kid}) as api:
+
+        def job() -> streampage.Records:
+            return (
+                streampage.stream(f"{api}/p", pages=PageNumber(total_pages="pages"), concurrency=4)
+                .records("data")
+                .then(
+                    lambda r: f"{api}/k/{r['id']}" if r["kids"] else None,
+                    pages=PageNumber(total_pages="pages"),
+                )
+                .records("data")
+            )
+
+        sink = Memory(fail_at=4)
+        with pytest.raises(streampage.SinkError):
+            await job().into(sink, batch=5)
+        assert sink.commits == 3 and not sink.durable  # done parent pages, and no record
+        done = json.loads(sink.stored or b"{}")["sources"]
+        committed = sum(b - a + 1 for ranges in done.values() for a, b in ranges["pages"])
+        assert committed >= 15
+        requests.clear()
+        sink.fail_at = None
+        await job().into(sink, batch=5, mode="resume")
+        assert [r["x"] for r in sink.durable] == [1]
+        assert sum(requests.values()) <= 60 - committed + 1  # (+ page 1, for the total)
