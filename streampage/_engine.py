@@ -411,6 +411,8 @@ class Engine:
             return False
         tally.capped = tally.capped or self._sources.max_pages is not None
         tally.capped = tally.capped or bool(getattr(walk.run, "bounded", False))
+        if tally.capped:
+            self.completeness.bounded += 1
         verdict = tally.verdict()
         error = verdict[0]
         named = "" if self._sources.single is not None else repr(walk.source)

@@ -419,6 +419,8 @@ class Completeness:
     verified: int = 0
     unverifiable: int = 0
     incomplete: int = 0
+    #: sources the user bounded on purpose (max_pages, stop=): their ends went unread
+    bounded: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -233,6 +233,7 @@ class Pass:
         self._over = False
         self._closed: deque[tuple[Any, list[str], bool]] = deque()
         self._values = 0  # records whose value was read, this run
+        self._aware: bool | None = None  # decoded datetimes: with a time zone or without
         self._warned_ignored = False
         self._warned_over = False
         self._stats: StreamStats = stream.stats
@@ -331,7 +332,7 @@ class Pass:
         value = get_path(record, self.field)
         kind = _kind(value)
         if kind is None and isinstance(value, datetime.date | datetime.time):
-            value = msgspec.to_builtins(value)  # decode= a type with datetimes: as JSON has it
+            value = self._timestamp(value, record, page)  # decode= a type with datetimes
             kind = str
         if kind is None:
             if value is None:
@@ -355,6 +356,26 @@ class Pass:
             self._fail(page, record, what)
         self._values += 1
         return value
+
+    def _timestamp(self, value: datetime.date | datetime.time, record: Any, page: Page[Any]) -> str:
+        """A decoded date, time or datetime as text of one width, so that text order is
+        time order: an aware datetime in UTC with microseconds and ``Z``, a naive one
+        with microseconds, a date as YYYY-MM-DD. (msgspec writes a zero fraction out,
+        and ``09:30:00Z`` sorts after ``09:30:00.500000Z``.) Naive beside aware values
+        cannot be ordered: an error."""
+        if isinstance(value, datetime.datetime):
+            aware = value.tzinfo is not None and value.utcoffset() is not None
+            if self._aware is None:
+                self._aware = aware
+            elif aware != self._aware:
+                self._fail(page, record, "mixes a time zone with none: they cannot be ordered")
+            if aware:
+                utc = value.astimezone(datetime.UTC).replace(tzinfo=None)
+                return utc.isoformat(timespec="microseconds") + "Z"
+            return value.isoformat(timespec="microseconds")
+        if isinstance(value, datetime.time):
+            return value.isoformat(timespec="microseconds")
+        return value.isoformat()
 
     def _fail(self, page: Page[Any], record: Any, what: str) -> NoReturn:
         shown = redact_url(page.response.url)
@@ -388,6 +409,17 @@ class Pass:
             page.number,
             redact_url(page.response.url),
             self.field,
+            extra={"streampage_decision": True},
+        )
+
+    def bounded(self) -> None:
+        """The run was cut short on purpose (max_pages, stop=): the pass is not over. Its
+        highest value would pass over the records it did not fetch (an API that lists the
+        newest first), so the next run goes on with this pass, from the same value."""
+        logger.warning(
+            "incremental: the run was bounded (max_pages, stop=), so this pass is not over: "
+            "the next run goes on with it from %r and fetches the rest",
+            self._since,
             extra={"streampage_decision": True},
         )
 

@@ -239,6 +239,11 @@ async def drain(
     progress = Checkpoint(fingerprint=source)
     earlier_source: dict[str, str] | None = None
     committing: asyncio.Task[None] | None = None
+    keep_newest = getattr(sink, "keep_newest", None)
+    if incremental is not None and keep_newest is not None:
+        # pages arrive in any order: an upsert keeps the newest version by the field, not
+        # the one committed last (a sink with primary_key; its own version= comes first)
+        keep_newest(incremental.field)
     try:
         stored = await _sinking(sink, "open", _to_the_end(sink.open(name)), 0)
         if mode == "replace":
@@ -452,6 +457,11 @@ async def drain(
             ending = True
             await settle()
             progress.finished = not stream.failures
+            if tracker is not None and stream.completeness.bounded:
+                # a pass cut short on purpose (max_pages, stop=) is not over: the next run
+                # goes on with it, from the same value, and fetches the rest
+                progress.finished = False
+                tracker.bounded()
             close_batch()
             start()
             await settle()

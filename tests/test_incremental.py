@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import signal
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from conftest import HANG, Flaky
@@ -647,3 +649,55 @@ def test_primary_key_goes_to_a_database_target_that_takes_it(tmp_path: Path) -> 
     dsn = "postgresql://u@127.0.0.1:1/db"
     assert plan("-o", dsn, "--primary-key", "id").target.sink.primary_key == "id"
     assert isinstance(plan("-o", db).target.sink, SQLite)
+
+
+# ---------------------------------------------------------------------- a second reading's
+
+
+async def test_a_pass_cut_short_by_max_pages_goes_on_at_the_next_run(
+    api: ChangingAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Newest first would leave the rest below the highest value: the pass is not over.
+    api.records = {i: {**r, FIELD: at(100 - i)} for i, r in api.records.items()}
+    first = await records(api, max_pages=2).into(
+        sink_of("sqlite", tmp_path), batch=4, incremental=INCREMENTAL
+    )
+    assert first.records == 6
+    assert stored("sqlite", tmp_path).get("finished", False) is False
+    assert "this pass is not over" in caplog.text
+    api.queries.clear()
+    second = await records(api).into(sink_of("sqlite", tmp_path), incremental=INCREMENTAL)
+    assert set(api.sent()) == {None}  # the same pass: from the same (no) value
+    assert second.records == 14
+    assert sorted(r["id"] for r in written("sqlite", tmp_path)) == list(range(1, 21))
+    assert stored("sqlite", tmp_path)["finished"] is True
+
+
+class Stamped(msgspec.Struct):
+    id: int
+    updated_at: datetime.datetime
+
+
+class Page(msgspec.Struct):
+    data: list[Stamped]
+
+
+async def test_decoded_datetimes_compare_as_times_not_as_their_shortest_text(
+    tmp_path: Path,
+) -> None:
+    # msgspec writes 09:30:00Z but 09:30:00.500000Z, and the first sorts after the second
+    api = ChangingAPI(count=0)
+    api.put(1, "2024-05-01T09:30:00Z")
+    api.put(2, "2024-05-01T09:30:00.500000Z")
+    async with serving(api):
+
+        def job() -> streampage.Records:
+            pages = PageNumber(size=PER_PAGE, size_param="per_page")
+            return streampage.stream(api.url, pages=pages, decode=Page).records("data")
+
+        first = await job().into(sink_of("jsonl", tmp_path), incremental=INCREMENTAL)
+        assert first.incremental_high == "2024-05-01T09:30:00.500000Z"
+        api.put(3, "2024-05-01T09:30:00.700000Z")
+        second = await job().into(sink_of("jsonl", tmp_path), incremental=INCREMENTAL)
+        assert second.records == 1  # record 3, and no other again
+        assert sorted(r["id"] for r in written("jsonl", tmp_path)) == [1, 2, 3]

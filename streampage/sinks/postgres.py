@@ -105,6 +105,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _CHECKPOINTS = "streampage_checkpoints"
 #: the session's own table that an upsert's records are COPYed into (pg_temp: per connection)
 _STAGING = "streampage_staging"
+#: the staging table's order of delivery: a name no field of a Struct can have
+_SEQ = '"streampage$seq"'
 
 _SCALARS: dict[type[mi.Type], str] = {
     mi.IntType: "bigint",
@@ -180,8 +182,16 @@ class Postgres(Configured):
         columns: type | None = None,
         create: bool = True,
         primary_key: str | Sequence[str] | None = None,
+        version: str | None = None,
     ) -> None:
-        self._configured(dsn, table, columns=columns, create=create, primary_key=primary_key)
+        self._configured(
+            dsn,
+            table,
+            columns=columns,
+            create=create,
+            primary_key=primary_key,
+            version=version,
+        )
         if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
             # never echo it: a keyword DSN ("host=... password=...") would show the password
             raise ConfigurationError(
@@ -218,6 +228,13 @@ class Postgres(Configured):
                         f"Postgres primary_key {key!r} is not a field of columns="
                         f"{columns.__name__} (its fields: {', '.join(fields)})"
                     )
+        if version is not None and not self._keys:
+            raise ConfigurationError(
+                f"Postgres version={version!r} says which of two rows with one key is newer: "
+                "it needs primary_key= too"
+            )
+        self.version: str | None = None
+        self.keep_newest(version)
         self._staged = False  # records COPYed into the staging table, not upserted yet
         self._conn: Any = None
         self._tx: Any = None
@@ -310,10 +327,39 @@ class Postgres(Configured):
             f"({self._key_sql})"
         )
 
+    def keep_newest(self, version: str | None) -> None:
+        """Upserts keep the row whose ``version`` (a dotted path into the jsonb, or a column
+        of ``columns=``) is the highest, not the one written last: pages arrive in any
+        order, and a page fetched before a record changed can be committed after the page
+        with its new form. A row whose version is null gives way. Set by
+        into(incremental=...) to its field when the sink upserts and has no version of its
+        own; without primary_key it does nothing."""
+        if self.version is not None or not self._keys or version is None:
+            return
+        if self.columns is not None and version not in [c for c, _, _ in self._layout]:
+            raise ConfigurationError(
+                f"Postgres version {version!r} is not a field of columns="
+                f"{self.columns.__name__}: name the column that says when a row changed"
+            )
+        self.version = version
+
+    def _version_of(self, row: str) -> str:
+        """The version of ``row`` (a table or an alias), comparable (jsonb orders numbers as
+        numbers and strings as strings)."""
+        assert self.version is not None
+        if self.columns is not None:
+            return f"{row}.{_quote(self.version)}"
+        path = ",".join(
+            '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for part in self.version.split(".")
+        )
+        return f"({row}.data #> {_literal('{' + path + '}')})"
+
     def _upsert_sql(self) -> str:
-        """What moves the staged records into the table: the last staged version of each key
-        (``seq``, the order of delivery; INSERT ... ON CONFLICT refuses to touch a row twice
-        in one statement), inserted, or replacing the row of its key."""
+        """What moves the staged records into the table: one version of each key (the
+        newest by ``version``, else the last staged: ``_SEQ``, the order of delivery;
+        INSERT ... ON CONFLICT refuses to touch a row twice in one statement), inserted,
+        or replacing the row of its key (with ``version``: only an older one)."""
         columns = ", ".join(_quote(col) for col, _, _ in self._layout)
         keys = self._key_sql
         updates = ", ".join(
@@ -322,10 +368,16 @@ class Postgres(Configured):
             if col not in self._keys
         )
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        order = f"{_SEQ} DESC"
+        if self.version is not None:
+            order = f"{self._version_of(_STAGING)} DESC NULLS LAST, {order}"
+            if updates:
+                old = self._version_of("streampage_row")
+                action += f" WHERE {old} IS NULL OR {self._version_of('excluded')} >= {old}"
         return (
-            f"INSERT INTO {self._qualified(self.table)} ({columns}) "
+            f"INSERT INTO {self._qualified(self.table)} AS streampage_row ({columns}) "
             f"SELECT DISTINCT ON ({keys}) {columns} FROM pg_temp.{_STAGING} "
-            f"ORDER BY {keys}, seq DESC ON CONFLICT ({keys}) {action}"
+            f"ORDER BY {keys}, {order} ON CONFLICT ({keys}) {action}"
         )
 
     async def _prepare_upserts(self, conn: Any) -> None:
@@ -336,7 +388,7 @@ class Postgres(Configured):
 
         body = ", ".join(f"{_quote(col)} {sql}" for col, sql, _ in self._layout)
         await conn.execute(
-            f"CREATE TEMPORARY TABLE {_STAGING} (seq bigint GENERATED ALWAYS AS IDENTITY, "
+            f"CREATE TEMPORARY TABLE {_STAGING} ({_SEQ} bigint GENERATED ALWAYS AS IDENTITY, "
             f"{body}) ON COMMIT DELETE ROWS"
         )
         try:

@@ -96,16 +96,39 @@ def _json_path(field: str) -> str:
     ``$."odd name"`` (a path is matched as text: the index's and the upsert's must agree)."""
     if _IDENTIFIER.fullmatch(field):
         return f"$.{field}"
-    if '"' in field:
+    if '"' in field or "\\" in field or any(ord(c) < 0x20 for c in field):
+        # SQLite matches a path against the key as escaped in the JSON text: such a key
+        # would read as null, and a unique index holds any number of nulls
         raise ConfigurationError(
-            f"SQLite primary_key {field!r}: a JSON path cannot name a field with a double quote"
+            f"SQLite primary_key {field!r}: a JSON path cannot name a field with a double "
+            "quote, a backslash or a control character"
         )
     return f'$."{field}"'
+
+
+def _json_dotted(path: str) -> str:
+    """The JSON path of a dotted path into a record (``meta.updated_at``)."""
+    return "$" + "".join(_json_path(part)[1:] for part in path.split("."))
 
 
 def _literal(text: str) -> str:
     """``text`` as an SQL string literal, for a statement shown in a message."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _within_int64(records: Sequence[Any], keys: tuple[str, ...]) -> None:
+    """SQLite reads a JSON integer past 64 bits as a float: ids one apart would be one key,
+    and one record would replace the other. Refused: a ValueError, as check_keys raises."""
+    for record in records:
+        if type(record) is dict:
+            for key in keys:
+                value = record.get(key)
+                if type(value) is int and not -(2**63) <= value < 2**63:
+                    raise ValueError(
+                        f"a record's {key!r} is an integer past 64 bits, which SQLite's JSON "
+                        "functions read as a float (two ids could be one key): use "
+                        "PostgreSQL, or a key of text"
+                    )
 
 
 class SQLite(Configured):
@@ -122,8 +145,11 @@ class SQLite(Configured):
         *,
         busy_timeout: float = _BUSY_TIMEOUT,
         primary_key: str | Sequence[str] | None = None,
+        version: str | None = None,
     ) -> None:
-        self._configured(path, table, busy_timeout=busy_timeout, primary_key=primary_key)
+        self._configured(
+            path, table, busy_timeout=busy_timeout, primary_key=primary_key, version=version
+        )
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"SQLite table name {table!r} must be a plain identifier")
         if table.lower() == _CHECKPOINTS or table.lower().startswith("sqlite_"):
@@ -143,28 +169,49 @@ class SQLite(Configured):
         self._key_sql = ", ".join(
             f"json_extract(data, {_literal(_json_path(k))})" for k in self._keys
         )
-        upsert = (
-            f" ON CONFLICT ({self._key_sql}) DO UPDATE SET data = excluded.data"
-            if self._keys
-            else ""
-        )
+        if version is not None and not self._keys:
+            raise ConfigurationError(
+                f"SQLite version={version!r} says which of two rows with one key is newer: "
+                "it needs primary_key= too"
+            )
+        self.version: str | None = None
+        self._inserts: dict[int, str] = {}
+        self.keep_newest(version)
         self._db: sqlite3.Connection | None = None
         self._lock: FileLock | None = None  # the checkpoint's, exclusive
         self._table_lock: FileLock | None = None  # the table's: shared, exclusive to replace
         self._replacing = False
         self._unclaimed: str | None = None  # an earlier version's checkpoint in the way
         self._encoder = msgspec.json.Encoder()
-        #: INSERT statements by rows: _ROWS, _ROWS / 2, ..., 1
-        self._inserts = {
-            n: f"INSERT INTO {table} (data) VALUES " + ", ".join(["(?)"] * n) + upsert
-            for n in (_ROWS >> k for k in range(_ROWS.bit_length()))
-        }
         # one thread at a time uses the connection; a limiter of 1 keeps calls in order
         self._limiter = anyio.CapacityLimiter(1)
 
     def __repr__(self) -> str:
         key = "" if self.primary_key is None else f", primary_key={self.primary_key!r}"
         return f"SQLite({str(self.path)!r}, table={self.table!r}{key})"
+
+    def keep_newest(self, version: str | None) -> None:
+        """Upserts keep the row whose ``version`` (a dotted path: ``updated_at``) is the
+        highest, not the one written last: pages arrive in any order, and a page fetched
+        before a record changed can be committed after the page with its new form. A row
+        whose version is missing gives way. Set by into(incremental=...) to its field when
+        the sink upserts and has no version of its own; without primary_key it does
+        nothing."""
+        if self.version is None and self._keys:
+            self.version = version
+        version = self.version
+        upsert = ""
+        if self._keys:
+            upsert = f" ON CONFLICT ({self._key_sql}) DO UPDATE SET data = excluded.data"
+            if version is not None:
+                path = _literal(_json_dotted(version))
+                old = f"json_extract({self.table}.data, {path})"
+                upsert += f" WHERE {old} IS NULL OR json_extract(excluded.data, {path}) >= {old}"
+        #: INSERT statements by rows: _ROWS, _ROWS / 2, ..., 1
+        self._inserts = {
+            n: f"INSERT INTO {self.table} (data) VALUES " + ", ".join(["(?)"] * n) + upsert
+            for n in (_ROWS >> k for k in range(_ROWS.bit_length()))
+        }
 
     def _index_sql(self) -> str:
         """The unique index an upsert needs, as the statement that creates it (named
@@ -349,6 +396,7 @@ class SQLite(Configured):
         anything of its batch is written."""
         if self._keys:
             check_keys(records, self._keys)
+            _within_int64(records, self._keys)
         return self._encoder.encode_lines(records)
 
     async def commit_staged(
