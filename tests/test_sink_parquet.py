@@ -122,6 +122,23 @@ async def test_write_commit_finish_makes_one_row_group_per_commit(tmp_path: Path
     assert await stored(path, "run") == cp(4)
 
 
+async def test_a_field_the_first_record_of_a_batch_lacks_is_kept(tmp_path: Path) -> None:
+    # pyarrow's from_pylist takes its columns from the first record alone: "b" and "c"
+    # would be dropped from the whole batch, without a word
+    path = tmp_path / "out.parquet"
+    sink = Parquet(path)
+    await sink.open("run")
+    await sink.write([{"a": 1}, {"a": 2, "b": "x"}, {"c": 3.5, "a": 3}])
+    await sink.commit("run", cp(1))
+    await sink.finish("run")
+    await sink.close()
+    assert rows(path) == [
+        {"a": 1, "b": None, "c": None},
+        {"a": 2, "b": "x", "c": None},
+        {"a": 3, "b": None, "c": 3.5},
+    ]
+
+
 async def test_close_without_finish_merges_nothing_and_a_later_finish_does(
     tmp_path: Path,
 ) -> None:

@@ -478,7 +478,7 @@ class Parquet(Configured):
         pa = self._pa
         if all(type(r) is dict for r in records):
             try:
-                table = pa.Table.from_pylist(records, schema=self._schema)
+                table = _from_pylist(pa, records, self._schema)
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 table = None  # the builtins below say why, or convert what pyarrow cannot
             if table is not None and all(_plain(pa, field.type) for field in table.schema):
@@ -487,7 +487,7 @@ class Parquet(Configured):
             [self._row(r) if isinstance(r, msgspec.Struct) else r for r in records],
             builtin_types=_NATIVE,
         )
-        return pa.Table.from_pylist(rows, schema=self._schema)
+        return _from_pylist(pa, rows, self._schema)
 
     def _row(self, record: msgspec.Struct) -> dict[str, Any]:
         """A Struct as a dict under its encoded names, every field (even omitted defaults)."""
@@ -706,6 +706,22 @@ class _Groups:
         table = self._pa.concat_tables(self._held)
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._held, self._rows = [], 0
+
+
+def _from_pylist(pa: Any, rows: Sequence[Any], schema: Any) -> Any:
+    """``pa.Table.from_pylist``, whose columns, without a schema, are the keys of the first
+    row alone: a field that first row lacks would be dropped from the whole batch, without
+    a word. The first row is given every key of the batch (None where it has none: what a
+    missing key is anyway)."""
+    if schema is None and rows and type(rows[0]) is dict:
+        first = rows[0]
+        names = dict.fromkeys(first)
+        for row in rows:
+            if type(row) is dict and not row.keys() <= names.keys():  # (no set is built)
+                names.update(dict.fromkeys(row))
+        if len(names) > len(first):
+            rows = [{name: first.get(name) for name in names}, *rows[1:]]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _conform(pa: Any, table: Any, schema: Any) -> Any:
