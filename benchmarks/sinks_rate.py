@@ -43,7 +43,11 @@ compression, file writes, fsync, SQLite, asyncpg, pyarrow, handing work to threa
 time waiting (the loop's ``epoll``, a worker's idle queue). cProfile slows Python code more
 than C code and sees no time inside pyarrow's compiled functions (their callers get it),
 so the shares lean towards Python; the split between the loop thread and the worker
-threads, and the order of the costs, is what to read from it.
+threads, and the order of the costs, is what to read from it. The garbage collector's
+CPU time is measured beside it (``gc.callbacks``, by thread and generation): cProfile has
+no entry for it, it is in the self time of whichever function allocated when a collection
+began, and a sink that keeps records alive as Python objects until their commit makes it
+collect far more often than the stream alone does.
 
 ``--instructions`` counts, under valgrind's callgrind, the instructions each client
 executes per page (runs of 1,000 and 3,000 pages, the difference), in all and by shared
@@ -221,6 +225,7 @@ def profile_main(argv: list[str]) -> None:
     one sink run under cProfile, every thread its own profiler; the self time of each
     function, by thread kind (the loop's or a worker's), bucketed, written to ``--out``."""
     import cProfile
+    import gc
     import pstats
     import threading
 
@@ -266,10 +271,30 @@ def profile_main(argv: list[str]) -> None:
         table=args.table,
         batch=args.batch,
     )
+    # The garbage collector's own time, by thread: cProfile has no entry for it (a
+    # collection runs inside whatever allocation triggered it, in that function's self
+    # time), and a sink that keeps records alive until their commit makes it collect often.
+    loop_thread = threading.get_ident()
+    collecting: dict[int, float] = {}
+    gc_time: dict[str, list[float]] = {"loop": [0.0] * 6, "workers": [0.0] * 6}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        me = threading.get_ident()
+        if phase == "start":
+            collecting[me] = time.thread_time()
+            return
+        began = collecting.pop(me, None)
+        if began is not None:
+            row = gc_time["loop" if me == loop_thread else "workers"]
+            row[info["generation"]] += 1  # collections of generation 0, 1, 2
+            row[3 + info["generation"]] += time.thread_time() - began  # their CPU seconds
+
+    gc.callbacks.append(on_gc)
     main_prof = cProfile.Profile()
     main_prof.enable()
     clients.run_sink(ns, meter)
     main_prof.disable()
+    gc.callbacks.remove(on_gc)
     for t in threading.enumerate():
         if t is not threading.current_thread() and not t.daemon:
             t.join(5)
@@ -306,6 +331,7 @@ def profile_main(argv: list[str]) -> None:
         "workers": workers,
         "loop_top": loop_top,
         "workers_top": workers_top,
+        "gc": gc_time,
     }
     Path(args.out).write_text(json.dumps(report))
 
@@ -817,6 +843,23 @@ def render_profiles(profiles: list[tuple[Code, dict[str, Any]]]) -> list[str]:
             + ".",
             "",
         ]
+        collected = p.get("gc")
+        if collected:
+            said = []
+            for where, (n0, n1, n2, s0, s1, s2) in collected.items():
+                if n0 + n1 + n2:
+                    said.append(
+                        ("worker threads " if where == "workers" else "loop thread ")
+                        + f"{s0 + s1 + s2:.3f} s in {n0:.0f} / {n1:.0f} / {n2:.0f} collections "
+                        f"of generation 0 / 1 / 2 ({s0:.3f} / {s1:.3f} / {s2:.3f} s)"
+                    )
+            lines += [
+                "Garbage collector (CPU time of its collections, part of the self times "
+                "above, of whichever function's allocation set them off): "
+                + ("; ".join(said) or "none")
+                + ".",
+                "",
+            ]
     return lines
 
 
