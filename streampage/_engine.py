@@ -92,14 +92,16 @@ class Results:
     free slot went to whichever came next: at 1,000 workers, more than one wait a page.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_waiter", "items")
 
     def __init__(self) -> None:
-        self._items: deque[Result] = deque()
+        #: the results in order of arrival: the consumer pops them itself while there are
+        #: any, and awaits get() only when there are none
+        self.items: deque[Result] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: Result) -> None:
-        self._items.append(item)
+        self.items.append(item)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -107,7 +109,7 @@ class Results:
                 waiter.set_result(None)
 
     async def get(self) -> Result:
-        items = self._items
+        items = self.items
         while not items:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -117,7 +119,7 @@ class Results:
         return items.popleft()
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
 
 class Work:
@@ -572,7 +574,8 @@ class Engine:
             attempt += 1
             if control.must_wait:
                 await control.before_attempt()
-            ticket = await adaptive.acquire() if adaptive is not None else (0, 0)
+            # a free slot is taken without a coroutine; acquire() waits for one
+            ticket = (0, 0) if adaptive is None else adaptive.take() or await adaptive.acquire()
             status = 0
             retry_after: float | None = None
             stats.requests += 1

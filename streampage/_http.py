@@ -173,7 +173,12 @@ class HttpClient:
         self._merged: tuple[Credential | None, CIMultiDict[str] | None] = (None, None)
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
+        #: what a request carries at home and elsewhere (None: nothing beyond the session's)
+        self._home_headers = self._all or None
+        self._away_headers = self._public or None
         self._max_bytes = max_page_bytes
+        #: bodies with a Content-Length up to this are read in one call, uncounted
+        self._whole = min(_WHOLE, max_page_bytes)
         self.timeout = timeout
         #: what aiohttp keeps of it: connecting (per new connection, not per request)
         self.session_timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect)
@@ -208,7 +213,7 @@ class HttpClient:
         session = self.session
         assert session is not None
         at_home = not may_leave or url.origin() == home
-        headers = self._all or None if at_home else self._public or None
+        headers = self._home_headers if at_home else self._away_headers
         sent: Credential | None = None
         if self._query:
             url = self._keyed(url, at_home)
@@ -227,7 +232,7 @@ class HttpClient:
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, at_home = self._redirect(url, resp.headers["Location"], number, home)
-                        headers = self._all or None if at_home else self._public or None
+                        headers = self._home_headers if at_home else self._away_headers
                         sent = None
                         if self._query:
                             url = self._keyed(url, at_home)
@@ -237,7 +242,15 @@ class HttpClient:
                     if sent is not None and status != 401:
                         sent.accepted = True
                     shown = self._bare(url) if self._query else url
-                    body = await self._read(resp, number, shown, slot)
+                    length = resp.content_length
+                    if (
+                        length is not None
+                        and length <= self._whole
+                        and "Content-Encoding" not in resp.headers
+                    ):
+                        body = await resp.read()  # exactly `length` bytes: no need to count
+                    else:
+                        body = await self._read(resp, number, shown, slot, length)
                     return Response(
                         status,
                         resp.reason or "",
@@ -358,16 +371,18 @@ class HttpClient:
         return target, False
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, number: int, url: URL, slot: list[Any] | None
+        self,
+        resp: aiohttp.ClientResponse,
+        number: int,
+        url: URL,
+        slot: list[Any] | None,
+        length: int | None,
     ) -> bytes:
-        """The body, refused as soon as it exceeds the cap: memory never holds more."""
+        """A body that get() does not read whole at once (chunked, compressed, large or
+        over the cap), refused as soon as it exceeds the cap: memory never holds more."""
         cap = self._max_bytes
-        length = resp.content_length
-        if length is not None:
-            if length > cap:
-                raise _too_large(number, url, cap, f"Content-Length is {length}")
-            if length <= _WHOLE and "Content-Encoding" not in resp.headers:
-                return await resp.read()  # exactly `length` bytes: no need to count
+        if length is not None and length > cap:
+            raise _too_large(number, url, cap, f"Content-Length is {length}")
         # chunked, compressed (a small Content-Length may inflate past the cap) or large:
         # count the bytes, and time them
         parts: list[bytes] = []
