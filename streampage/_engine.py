@@ -495,39 +495,43 @@ class Engine:
         put = self.results.put
         fetch = self._fetch
         inflight = self._inflight
-        while True:
-            job = await get()
-            if job is None:
-                return
-            walk, seq, number = job
-            run = walk.run
-            payload: Page[Any] | StreamPageError | _Rest | None = None
-            if walk.broken or run.past_end(number):
-                pass
-            elif run.open_ended and self._cancel_past_end:
-                # The end is unknown, so this fetch may turn out to be past it: make it
-                # cancellable by _cancel_past. Known ranges skip a cancel scope's cost.
-                with anyio.CancelScope() as scope:
-                    inflight[job] = scope
-                    try:
-                        payload = await fetch(walk, number)
-                    finally:
-                        del inflight[job]
-                if scope.cancelled_caught:
-                    self._past_end(number)
-            else:
-                payload = await fetch(walk, number)
-            if payload.__class__ is _Rest:
-                # the page waits out its backoff off this worker, which takes the next page
-                assert self._tg is not None and isinstance(payload, _Rest)
-                self._resting += 1
-                self._tg.start_soon(self._rest, job, payload)
-                continue
-            if walk.on_settle is not None:
-                walk.on_settle(number)
-            put((walk, seq, number, payload))  # never blocks: the window bounds the pages
-            if not ramped.is_set():
-                ramped.set()  # after the put: the consumer is woken before the late workers
+        slot = self._http.watch()  # this worker's deadlines, for all its requests
+        try:
+            while True:
+                job = await get()
+                if job is None:
+                    return
+                walk, seq, number = job
+                run = walk.run
+                payload: Page[Any] | StreamPageError | _Rest | None = None
+                if walk.broken or run.past_end(number):
+                    pass
+                elif run.open_ended and self._cancel_past_end:
+                    # The end is unknown, so this fetch may turn out to be past it: make it
+                    # cancellable by _cancel_past. Known ranges skip a cancel scope's cost.
+                    with anyio.CancelScope() as scope:
+                        inflight[job] = scope
+                        try:
+                            payload = await fetch(walk, number, slot)
+                        finally:
+                            del inflight[job]
+                    if scope.cancelled_caught:
+                        self._past_end(number)
+                else:
+                    payload = await fetch(walk, number, slot)
+                if payload.__class__ is _Rest:
+                    # the page waits out its backoff off this worker, which takes the next
+                    assert self._tg is not None and isinstance(payload, _Rest)
+                    self._resting += 1
+                    self._tg.start_soon(self._rest, job, payload)
+                    continue
+                if walk.on_settle is not None:
+                    walk.on_settle(number)
+                put((walk, seq, number, payload))  # never blocks: the window bounds the pages
+                if not ramped.is_set():
+                    ramped.set()  # after the put: the consumer is woken before the late workers
+        finally:
+            self._http.unwatch(slot)
 
     async def _rest(self, job: Job, rest: _Rest) -> None:
         """A page's retry backoff, waited out away from the workers: a worker that slept
@@ -536,12 +540,15 @@ class Engine:
         adaptive limit, so the requests in flight stay within it."""
         walk, seq, number = job
         payload: Page[Any] | StreamPageError | _Rest | None = None
+        slot = None
         try:  # resting until its result is in: at most `concurrency` pages rest at once
             await asyncio.sleep(rest.wait)
             if not walk.broken and not walk.run.past_end(number):  # the end may have moved
-                payload = await self._fetch(walk, number, rest, hand_off=False)
+                slot = self._http.watch()
+                payload = await self._fetch(walk, number, slot, rest, hand_off=False)
         finally:
             self._resting -= 1
+            self._http.unwatch(slot)
         assert not isinstance(payload, _Rest)
         if walk.on_settle is not None:
             walk.on_settle(number)
@@ -553,11 +560,17 @@ class Engine:
                 scope.cancel()
 
     async def _fetch(
-        self, walk: Walk, number: int, rest: _Rest | None = None, hand_off: bool = True
+        self,
+        walk: Walk,
+        number: int,
+        slot: list[Any] | None,
+        rest: _Rest | None = None,
+        hand_off: bool = True,
     ) -> Page[Any] | StreamPageError | _Rest | None:
         """Fetch and decode one page, with retries; every failure comes back as a value.
         A backoff before a retry comes back as a _Rest (to be waited out off the worker)
-        when ``hand_off`` allows and there is room; ``rest`` resumes after one."""
+        when ``hand_off`` allows and there is room; ``rest`` resumes after one. ``slot``
+        is the calling task's deadline slot (HttpClient.watch)."""
         run = walk.run
         url = run.url(number) if rest is None else rest.url
         control = self._control
@@ -580,7 +593,7 @@ class Engine:
             retry_after: float | None = None
             stats.requests += 1
             try:
-                resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin)
+                resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin, slot)
                 status = resp.status
             except Transient as exc:
                 error: PageError = self._request_error(number, url, exc)
