@@ -142,7 +142,19 @@ def count_records(data: Any) -> int | None:
         return len(data)
     if not data:
         return 0
-    lists = _list_fields(data)  # once: this runs for every page
+    if type(data) is dict:
+        # a JSON object decoded without a type, on every page: one pass, no pairs built,
+        # for the common body whose only list field holds the records
+        found = None
+        for value in data.values():
+            if isinstance(value, _LISTS):
+                if found is not None:
+                    break  # several lists: chosen by name below
+                found = value
+        else:
+            if found is not None:
+                return len(found)
+    lists = _list_fields(data)
     if len(lists) == 1:
         return len(lists[0][1])
     for name, value in lists:
@@ -160,14 +172,23 @@ _RECORD_NAMES = frozenset(
 def _list_fields(data: Any) -> list[tuple[str, Any]]:
     """The list-valued fields of an object (a mapping or a msgspec Struct), by name; when
     it has none, those of the objects it holds, one level down."""
+    if type(data) is dict:  # a JSON object decoded without a type: every page, so no ABCs
+        found = [(name, v) for name, v in data.items() if isinstance(v, _LISTS)]
+        if found:
+            return found
+        return [pair for _name, value in data.items() for pair in _lists_of(value)]
     found = _lists_of(data)
     if found or not isinstance(data, Mapping | msgspec.Struct):
         return found
     return [pair for _name, value in _fields_of(data) for pair in _lists_of(value)]
 
 
+#: what counts as a list of records (a constant: ``list | tuple`` would be built per test)
+_LISTS = (list, tuple)
+
+
 def _lists_of(data: Any) -> list[tuple[str, Any]]:
-    return [(name, v) for name, v in _fields_of(data) if isinstance(v, list | tuple)]
+    return [(name, v) for name, v in _fields_of(data) if isinstance(v, _LISTS)]
 
 
 def _fields_of(data: Any) -> Any:

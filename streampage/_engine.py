@@ -94,14 +94,16 @@ class Results:
     free slot went to whichever came next: at 1,000 workers, more than one wait a page.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_waiter", "items")
 
     def __init__(self) -> None:
-        self._items: deque[Result] = deque()
+        #: the results in order of arrival: the consumer pops them itself while there are
+        #: any, and awaits get() only when there are none
+        self.items: deque[Result] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: Result) -> None:
-        self._items.append(item)
+        self.items.append(item)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -109,7 +111,7 @@ class Results:
                 waiter.set_result(None)
 
     async def get(self) -> Result:
-        items = self._items
+        items = self.items
         while not items:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -119,7 +121,85 @@ class Results:
         return items.popleft()
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self.items)
+
+
+class Work:
+    """The work queue: jobs from the producer to the workers, in order, at most ``maxsize``
+    of them waiting.
+
+    A job put while workers wait goes to the first of them at once, and a worker that
+    takes a job wakes the first producer waiting for room: one future and one wake-up a
+    wait, no re-checks. The window lets the producer run only a few pages ahead of the
+    consumer, so a worker that finishes a page mostly finds no job and waits for one (at
+    concurrency 200, ~1 wait a page): asyncio.Queue spent ~150 bytecodes a page more on
+    that hand-off (its waiters' re-check loops, a finished-tasks event per put).
+    """
+
+    __slots__ = ("_getters", "_items", "_maxsize", "_putters")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Job | None] = deque()
+        self._maxsize = maxsize
+        self._getters: deque[asyncio.Future[Job | None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+
+    async def put(self, job: Job | None) -> None:
+        while True:
+            if self._give(job):
+                return
+            if len(self._items) < self._maxsize:
+                self._items.append(job)
+                return
+            room = asyncio.get_running_loop().create_future()
+            self._putters.append(room)
+            try:
+                await room
+            except BaseException:
+                if not room.done():
+                    self._putters.remove(room)
+                elif not room.cancelled():
+                    self._make_room()  # woken, then cancelled: the room goes to the next
+                raise
+
+    async def get(self) -> Job | None:
+        items = self._items
+        if self._putters:
+            self._make_room()  # this take makes room (or the queue is empty: there is)
+        if items:
+            return items.popleft()
+        fut: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._getters.append(fut)
+        try:
+            return await fut
+        except BaseException:
+            if not fut.done():
+                self._getters.remove(fut)
+            elif not fut.cancelled():
+                # handed a job, then cancelled: the job goes to another worker, or first
+                # in line, so that every job is still taken exactly once
+                job = fut.result()
+                if not self._give(job):
+                    items.appendleft(job)
+            raise
+
+    def _give(self, job: Job | None) -> bool:
+        """Hand ``job`` to the first worker waiting, if one is."""
+        getters = self._getters
+        while getters:
+            fut = getters.popleft()
+            if not fut.done():
+                fut.set_result(job)
+                return True
+        return False
+
+    def _make_room(self) -> None:
+        putters = self._putters
+        while putters:
+            room = putters.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
 
 
 class Engine:
@@ -159,7 +239,7 @@ class Engine:
         self._concurrency = concurrency
         self._window = window
         self._ordered = ordered
-        self._work: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=concurrency)
+        self._work = Work(maxsize=concurrency)
         self._user_session = session
         self._inflight: dict[Job, anyio.CancelScope] = {}
         self._any_ok = False
@@ -434,39 +514,43 @@ class Engine:
         put = self.results.put
         fetch = self._fetch
         inflight = self._inflight
-        while True:
-            job = await get()
-            if job is None:
-                return
-            walk, seq, number = job
-            run = walk.run
-            payload: Page[Any] | StreamPageError | _Rest | None = None
-            if walk.broken or run.past_end(number):
-                pass
-            elif run.open_ended and self._cancel_past_end:
-                # The end is unknown, so this fetch may turn out to be past it: make it
-                # cancellable by _cancel_past. Known ranges skip a cancel scope's cost.
-                with anyio.CancelScope() as scope:
-                    inflight[job] = scope
-                    try:
-                        payload = await fetch(walk, number)
-                    finally:
-                        del inflight[job]
-                if scope.cancelled_caught:
-                    self._past_end(number)
-            else:
-                payload = await fetch(walk, number)
-            if payload.__class__ is _Rest:
-                # the page waits out its backoff off this worker, which takes the next page
-                assert self._tg is not None and isinstance(payload, _Rest)
-                self._resting += 1
-                self._tg.start_soon(self._rest, job, payload)
-                continue
-            if walk.on_settle is not None:
-                walk.on_settle(number)
-            put((walk, seq, number, payload))  # never blocks: the window bounds the pages
-            if not ramped.is_set():
-                ramped.set()  # after the put: the consumer is woken before the late workers
+        slot = self._http.watch()  # this worker's deadlines, for all its requests
+        try:
+            while True:
+                job = await get()
+                if job is None:
+                    return
+                walk, seq, number = job
+                run = walk.run
+                payload: Page[Any] | StreamPageError | _Rest | None = None
+                if walk.broken or run.past_end(number):
+                    pass
+                elif run.open_ended and self._cancel_past_end:
+                    # The end is unknown, so this fetch may turn out to be past it: make it
+                    # cancellable by _cancel_past. Known ranges skip a cancel scope's cost.
+                    with anyio.CancelScope() as scope:
+                        inflight[job] = scope
+                        try:
+                            payload = await fetch(walk, number, slot)
+                        finally:
+                            del inflight[job]
+                    if scope.cancelled_caught:
+                        self._past_end(number)
+                else:
+                    payload = await fetch(walk, number, slot)
+                if payload.__class__ is _Rest:
+                    # the page waits out its backoff off this worker, which takes the next
+                    assert self._tg is not None and isinstance(payload, _Rest)
+                    self._resting += 1
+                    self._tg.start_soon(self._rest, job, payload)
+                    continue
+                if walk.on_settle is not None:
+                    walk.on_settle(number)
+                put((walk, seq, number, payload))  # never blocks: the window bounds the pages
+                if not ramped.is_set():
+                    ramped.set()  # after the put: the consumer is woken before the late workers
+        finally:
+            self._http.unwatch(slot)
 
     async def _rest(self, job: Job, rest: _Rest) -> None:
         """A page's retry backoff, waited out away from the workers: a worker that slept
@@ -475,12 +559,15 @@ class Engine:
         adaptive limit, so the requests in flight stay within it."""
         walk, seq, number = job
         payload: Page[Any] | StreamPageError | _Rest | None = None
+        slot = None
         try:  # resting until its result is in: at most `concurrency` pages rest at once
             await asyncio.sleep(rest.wait)
             if not walk.broken and not walk.run.past_end(number):  # the end may have moved
-                payload = await self._fetch(walk, number, rest, hand_off=False)
+                slot = self._http.watch()
+                payload = await self._fetch(walk, number, slot, rest, hand_off=False)
         finally:
             self._resting -= 1
+            self._http.unwatch(slot)
         assert not isinstance(payload, _Rest)
         if walk.on_settle is not None:
             walk.on_settle(number)
@@ -492,11 +579,17 @@ class Engine:
                 scope.cancel()
 
     async def _fetch(
-        self, walk: Walk, number: int, rest: _Rest | None = None, hand_off: bool = True
+        self,
+        walk: Walk,
+        number: int,
+        slot: list[Any] | None,
+        rest: _Rest | None = None,
+        hand_off: bool = True,
     ) -> Page[Any] | StreamPageError | _Rest | None:
         """Fetch and decode one page, with retries; every failure comes back as a value.
         A backoff before a retry comes back as a _Rest (to be waited out off the worker)
-        when ``hand_off`` allows and there is room; ``rest`` resumes after one."""
+        when ``hand_off`` allows and there is room; ``rest`` resumes after one. ``slot``
+        is the calling task's deadline slot (HttpClient.watch)."""
         run = walk.run
         url = run.url(number) if rest is None else rest.url
         control = self._control
@@ -513,12 +606,13 @@ class Engine:
             attempt += 1
             if control.must_wait:
                 await control.before_attempt()
-            ticket = await adaptive.acquire() if adaptive is not None else (0, 0)
+            # a free slot is taken without a coroutine; acquire() waits for one
+            ticket = (0, 0) if adaptive is None else adaptive.take() or await adaptive.acquire()
             status = 0
             retry_after: float | None = None
             stats.requests += 1
             try:
-                resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin)
+                resp = await self._http.get(url, number, walk.origin, walk.may_leave_origin, slot)
                 status = resp.status
             except Transient as exc:
                 error: PageError = self._request_error(number, url, exc)

@@ -67,32 +67,47 @@ class _Deadlines:
     aiohttp's own timers cost a TimerHandle and a copied Context per request, re-armed on
     every chunk read, and their cancelled handles linger in the loop's heap until it
     cleans up: at 200 requests in flight that was ~40 µs a page, most of it garbage
-    collection. Here a request writes two floats; an overdue one has its task cancelled,
-    and get() turns that cancellation into a timeout (``slot[2]`` says which one fired).
+    collection. Here each task that makes requests (a worker, for the whole stream) has
+    one slot, and a request writes two floats into it; an overdue one has its task
+    cancelled, and get() turns that cancellation into a timeout (``slot[2]`` says which
+    one fired). A slot between requests holds no deadline.
     """
 
     def __init__(self, attempt: float | None, silence: float | None) -> None:
         self.attempt = attempt
         self.silence = silence
+        #: seconds from a request's start to each deadline (inf: none)
+        self._attempt = math.inf if attempt is None else attempt
+        self._silence = math.inf if silence is None else silence
         shortest = min((t for t in (attempt, silence) if t is not None), default=None)
         self.enabled = shortest is not None
         self._tick = 1.0 if shortest is None else min(1.0, max(0.005, shortest / 8))
-        self._due: dict[asyncio.Task[Any], list[Any]] = {}
+        self._slots: dict[asyncio.Task[Any], list[Any]] = {}
         self._watch: asyncio.Task[None] | None = None
 
-    def start(self, task: asyncio.Task[Any]) -> list[Any]:
-        now = monotonic()
+    def slot(self, task: asyncio.Task[Any]) -> list[Any]:
+        """The slot of ``task``'s requests, one at a time, until ``drop``."""
         slot = [
-            math.inf if self.attempt is None else now + self.attempt,
-            math.inf if self.silence is None else now + self.silence,
-            "",
+            math.inf,  # the attempt's deadline
+            math.inf,  # the silence's deadline
+            "",  # which one fired
             None,  # the body's stream, once the headers are in: its byte count moves on
             0,  # ... from this many bytes at the last look
+            task,
         ]
-        self._due[task] = slot
+        self._slots[task] = slot
         if self._watch is None or self._watch.done():
             self._watch = asyncio.get_running_loop().create_task(self._run())
         return slot
+
+    def drop(self, slot: list[Any]) -> None:
+        self._slots.pop(slot[5], None)
+
+    def start(self, slot: list[Any]) -> None:
+        now = monotonic()
+        slot[0] = now + self._attempt
+        slot[1] = now + self._silence
+        slot[2] = ""
 
     def heard(self, slot: list[Any], content: Any = None) -> None:
         """Bytes arrived: the silence starts again. ``content`` (the body's StreamReader,
@@ -103,15 +118,17 @@ class _Deadlines:
             if content is not None:
                 slot[3], slot[4] = content, content.total_bytes
 
-    def done(self, task: asyncio.Task[Any]) -> None:
-        self._due.pop(task, None)
+    def done(self, slot: list[Any]) -> None:
+        """The request is over: its slot waits for the next one, without deadlines."""
+        slot[0] = slot[1] = math.inf
+        slot[3] = None
 
     async def _run(self) -> None:
-        due = self._due
-        while due:
+        slots = self._slots
+        while slots:
             await asyncio.sleep(self._tick)
             now = monotonic()
-            for task, slot in list(due.items()):
+            for slot in list(slots.values()):
                 if slot[2] or (now < slot[0] and now < slot[1]):
                     continue
                 content, silence = slot[3], self.silence
@@ -125,7 +142,7 @@ class _Deadlines:
                     slot[1] = now + silence
                     continue
                 slot[2] = "attempt" if now >= slot[0] else "silence"
-                task.cancel()
+                slot[5].cancel()
 
     def stop(self) -> None:
         if self._watch is not None:
@@ -173,7 +190,12 @@ class HttpClient:
         self._merged: tuple[Credential | None, CIMultiDict[str] | None] = (None, None)
         self._all = CIMultiDict(headers)
         self._public = CIMultiDict((k, v) for k, v in headers.items() if not self._is_secret(k))
+        #: what a request carries at home and elsewhere (None: nothing beyond the session's)
+        self._home_headers = self._all or None
+        self._away_headers = self._public or None
         self._max_bytes = max_page_bytes
+        #: bodies with a Content-Length up to this are read in one call, uncounted
+        self._whole = min(_WHOLE, max_page_bytes)
         self.timeout = timeout
         #: what aiohttp keeps of it: connecting (per new connection, not per request)
         self.session_timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect)
@@ -198,17 +220,31 @@ class HttpClient:
         """The stream is over: its watchdog goes too."""
         self._deadlines.stop()
 
+    def watch(self) -> list[Any] | None:
+        """The calling task's deadline slot, for every get() it makes (None when no
+        timeout is set); ``unwatch`` it when the task is done making requests."""
+        deadlines = self._deadlines
+        task = asyncio.current_task()
+        return deadlines.slot(task) if deadlines.enabled and task is not None else None
+
+    def unwatch(self, slot: list[Any] | None) -> None:
+        if slot is not None:
+            self._deadlines.drop(slot)
+
     def _is_secret(self, name: str) -> bool:
         return is_secret_header(name) or name.lower() in self._marked
 
-    async def get(self, url: URL, number: int, home: URL, may_leave: bool) -> Response:
+    async def get(
+        self, url: URL, number: int, home: URL, may_leave: bool, slot: list[Any] | None
+    ) -> Response:
         """One attempt at page ``number`` of a source whose origin is ``home``: raises
         Transient or a final PageError. Secret headers and auth= go to ``home`` only;
-        ``may_leave`` says whether the paginator can hand out URLs of other origins at all."""
+        ``may_leave`` says whether the paginator can hand out URLs of other origins at all.
+        ``slot`` is the calling task's (``watch``): the attempt's deadlines go there."""
         session = self.session
         assert session is not None
         at_home = not may_leave or url.origin() == home
-        headers = self._all or None if at_home else self._public or None
+        headers = self._home_headers if at_home else self._away_headers
         sent: Credential | None = None
         if self._query:
             url = self._keyed(url, at_home)
@@ -217,8 +253,8 @@ class HttpClient:
         options = self._options
         started = perf_counter()
         deadlines = self._deadlines
-        task = asyncio.current_task() if deadlines.enabled else None
-        slot = deadlines.start(task) if task is not None else None
+        if slot is not None:
+            deadlines.start(slot)
         try:
             for _hop in range(_MAX_REDIRECTS + 1):
                 async with session.get(url, headers=headers, **options) as resp:
@@ -227,7 +263,7 @@ class HttpClient:
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, at_home = self._redirect(url, resp.headers["Location"], number, home)
-                        headers = self._all or None if at_home else self._public or None
+                        headers = self._home_headers if at_home else self._away_headers
                         sent = None
                         if self._query:
                             url = self._keyed(url, at_home)
@@ -237,7 +273,15 @@ class HttpClient:
                     if sent is not None and status != 401:
                         sent.accepted = True
                     shown = self._bare(url) if self._query else url
-                    body = await self._read(resp, number, shown, slot)
+                    length = resp.content_length
+                    if (
+                        length is not None
+                        and length <= self._whole
+                        and "Content-Encoding" not in resp.headers
+                    ):
+                        body = await resp.read()  # exactly `length` bytes: no need to count
+                    else:
+                        body = await self._read(resp, number, shown, slot, length)
                     return Response(
                         status,
                         resp.reason or "",
@@ -249,7 +293,7 @@ class HttpClient:
                     )
         except asyncio.CancelledError:
             # the watchdog's, and no one else's (a stream closing cancels too: that wins)
-            if slot is not None and slot[2] and task is not None and task.uncancel() == 0:
+            if slot is not None and slot[2] and slot[5].uncancel() == 0:
                 raise Transient("timeout", deadlines.said(slot)) from None
             raise
         except aiohttp.ClientPayloadError as exc:
@@ -266,8 +310,8 @@ class HttpClient:
                 url=where,
             ) from None
         finally:
-            if task is not None:
-                deadlines.done(task)
+            if slot is not None:
+                deadlines.done(slot)
         where = self._redacted(url)
         raise RequestError(
             f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {where}",
@@ -358,16 +402,18 @@ class HttpClient:
         return target, False
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, number: int, url: URL, slot: list[Any] | None
+        self,
+        resp: aiohttp.ClientResponse,
+        number: int,
+        url: URL,
+        slot: list[Any] | None,
+        length: int | None,
     ) -> bytes:
-        """The body, refused as soon as it exceeds the cap: memory never holds more."""
+        """A body that get() does not read whole at once (chunked, compressed, large or
+        over the cap), refused as soon as it exceeds the cap: memory never holds more."""
         cap = self._max_bytes
-        length = resp.content_length
-        if length is not None:
-            if length > cap:
-                raise _too_large(number, url, cap, f"Content-Length is {length}")
-            if length <= _WHOLE and "Content-Encoding" not in resp.headers:
-                return await resp.read()  # exactly `length` bytes: no need to count
+        if length is not None and length > cap:
+            raise _too_large(number, url, cap, f"Content-Length is {length}")
         # chunked, compressed (a small Content-Length may inflate past the cap) or large:
         # count the bytes, and time them
         parts: list[bytes] = []

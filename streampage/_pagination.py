@@ -261,13 +261,18 @@ class _IndexedRun:
         self._first_done = asyncio.Event()
         self._checked = False
         self.on_end: Callable[[int], None] = lambda last: None
-        # Page URLs are built by appending to a fixed prefix: ~0.3 µs a page, against ~2 µs
-        # for yarl's update_query. Our own parameters are removed from the base first, so
-        # that a page=... already in the user's URL is replaced, not repeated.
+        # Page URLs are built from the base's parts, already encoded, and a query that is a
+        # fixed prefix and the number: nothing is parsed or quoted per page (URL(str) would
+        # parse each new URL: ~3 µs a page, against ~1 µs; yarl's update_query ~2 µs). Our
+        # own parameters are removed from the base first, so that a page=... already in the
+        # user's URL is replaced, not repeated.
         base = url.with_fragment(None).without_query_params(param, *extra)
         fixed = "".join(f"{quote(k, safe='')}={v}&" for k, v in extra.items())
         sep = "&" if base.raw_query_string else "?"
-        self._prefix = f"{base}{sep}{fixed}{quote(param, safe='')}="
+        # the parts of the base as a page URL has them once parsed (a default port dropped)
+        template = URL(f"{base}{sep}{fixed}{quote(param, safe='')}=0", encoded=True)
+        self._parts = (template.scheme, template.raw_authority, template.raw_path)
+        self._query = template.raw_query_string[:-1]
 
     @property
     def param(self) -> str:
@@ -289,9 +294,15 @@ class _IndexedRun:
 
     def url(self, number: int) -> URL:
         offsets = self._offsets
-        if offsets is not None:
-            return URL(self._prefix + str(offsets[0] + (number - 1) * offsets[1]), encoded=True)
-        return URL(self._prefix + str(number + self._shift), encoded=True)
+        value = number + self._shift if offsets is None else offsets[0] + (number - 1) * offsets[1]
+        scheme, authority, path = self._parts
+        return URL.build(
+            scheme=scheme,
+            authority=authority,
+            path=path,
+            query_string=self._query + str(value),
+            encoded=True,
+        )
 
     def accept(self, page: Page[Any]) -> bool:
         number = page.number

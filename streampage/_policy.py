@@ -151,12 +151,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - wall)
 
 
-_RATE_LIMIT_HEADERS = (
-    ("RateLimit-Remaining", "RateLimit-Reset"),
-    ("X-RateLimit-Remaining", "X-RateLimit-Reset"),
-)
-
-
 def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -> float | None:
     """Seconds until the rate-limit budget resets, when a response says it is exhausted.
 
@@ -164,20 +158,22 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
     and ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` (GitHub and others: often a Unix
     time). A reset larger than a billion is taken as a Unix time.
     """
-    for remaining_name, reset_name in _RATE_LIMIT_HEADERS:
-        remaining = headers.get(remaining_name)
+    reset_name = "RateLimit-Reset"
+    remaining = headers.get("RateLimit-Remaining")
+    if remaining is None:
+        reset_name = "X-RateLimit-Reset"
+        remaining = headers.get("X-RateLimit-Remaining")
         if remaining is None:
-            continue
-        try:
-            if int(remaining.split(",")[0].strip()) > 0:
-                return None
-            reset = float(headers.get(reset_name, "1").split(",")[0].strip())
-        except ValueError:
+            return None  # no budget announced: every response of most APIs
+    try:
+        if int(remaining.split(",")[0].strip()) > 0:
             return None
-        if reset > 1e9:
-            reset -= time.time() if now is None else now
-        return max(0.0, reset)
-    return None
+        reset = float(headers.get(reset_name, "1").split(",")[0].strip())
+    except ValueError:
+        return None
+    if reset > 1e9:
+        reset -= time.time() if now is None else now
+    return max(0.0, reset)
 
 
 #: Answers remembered by the adaptive limit, with the in-flight counts they were sent at.
@@ -233,6 +229,15 @@ class _Adaptive:
         self.known = float(self.ceiling)
         self.limit = float(min(self.ceiling, _SLOW_START))
 
+    def take(self) -> tuple[int, int] | None:
+        """A slot at once, as ``acquire`` would give it, when one is free and nobody is
+        waiting; else None (then ``acquire``). The common case costs no coroutine."""
+        if self.inflight < int(self.limit) and not self.waiters:
+            self.inflight += 1
+            self.sent += 1
+            return self.inflight - self.handed, self.sent
+        return None
+
     async def acquire(self) -> tuple[int, int]:
         """Wait for a slot; returns (the in-flight count this request is sent at, its
         serial number). A slot freed while others wait is handed to the first of them
@@ -275,7 +280,7 @@ class _Adaptive:
         reset, a timeout, a cancellation: neither a success nor a refusal)."""
         level, serial = ticket
         self.inflight -= 1
-        before = int(self.limit)
+        before = self.limit
         if status in CONGESTION_STATUSES:
             self.answers.append((level, False))
             self._refused(level)
@@ -288,9 +293,10 @@ class _Adaptive:
             elif limit < self.ceiling and time.monotonic() - self.cut_at >= self.quiet:
                 limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
                 self.limit = min(float(self.ceiling), limit)
-        if self.emit is not None and int(self.limit) != before:
-            self.emit(ConcurrencyChanged(int(self.limit), before))
-        self._wake()
+        if self.emit is not None and int(self.limit) != int(before):
+            self.emit(ConcurrencyChanged(int(self.limit), int(before)))
+        if self.waiters:
+            self._wake()
 
     def _refused(self, level: int) -> None:
         """A 429/503 for a request sent at ``level``.

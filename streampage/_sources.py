@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["Source", "SourceLike"]
 
 ParamValue = str | int | float
-#: body digests kept per source: far more than the pages in flight at once
+#: body digests kept per source (at least this many, at most twice): far more than the
+#: pages in flight at once
 _DIGESTS = 1024
 
 
@@ -150,8 +152,10 @@ class Walk:
         fan-out must not deliver one copy before the neighbours meet). None otherwise."""
         digests = self.digests
         digests[number] = digest
-        if len(digests) > _DIGESTS:
-            del digests[next(iter(digests))]
+        if len(digests) > 2 * _DIGESTS:
+            # the older half goes at once: deleting the oldest one at a time made every
+            # page step over the dict's deleted entries to find it (~0.5 µs a page)
+            self.digests = digests = dict(islice(digests.items(), _DIGESTS, None))
         if number == self.first:
             self.first_digest = digest
             for other, seen in digests.items():  # pages that answered before the first

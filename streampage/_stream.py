@@ -302,10 +302,11 @@ class Stream(Generic[T]):
             raise
 
     async def _next_unordered(self, engine: Engine) -> Page[T]:
-        get = engine.results.get
+        results = engine.results
+        ready = results.items
         moved = engine.window_moved
         while True:
-            walk, _seq, number, payload = await get()
+            walk, _seq, number, payload = ready.popleft() if ready else await results.get()
             if walk is None:
                 if payload is FLUSH:
                     self._flush()
