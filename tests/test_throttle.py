@@ -277,4 +277,6 @@ async def test_random_refusals_on_every_level_leave_the_pool_wide(fault_server):
 
     assert Counter(p.number for p in pages) == Counter(range(1, total + 1))
     late = server.hits[len(server.hits) // 3 : -concurrency]
-    assert statistics.median(h.in_flight for h in late) >= concurrency * 0.6
+    # Measured over 16 runs on a 2-core VM: medians 11 to 17 of 20 (a cut or two where
+    # refusals happen to bunch up); a limit cut at every refusal sits at a few.
+    assert statistics.median(h.in_flight for h in late) >= concurrency * 0.5
