@@ -17,7 +17,7 @@ import asyncio
 import math
 import re
 from collections.abc import Iterable, Mapping
-from time import monotonic, perf_counter
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -68,17 +68,15 @@ class _Deadlines:
     every chunk read, and their cancelled handles linger in the loop's heap until it
     cleans up: at 200 requests in flight that was ~40 µs a page, most of it garbage
     collection. Here each task that makes requests (a worker, for the whole stream) has
-    one slot, and a request writes two floats into it; an overdue one has its task
-    cancelled, and get() turns that cancellation into a timeout (``slot[2]`` says which
-    one fired). A slot between requests holds no deadline.
+    one slot, and HttpClient.get writes times into it (perf_counter): when the request
+    started, when a byte was last heard of (then the body's stream, and its byte count),
+    and None when it is over. An overdue request has its task cancelled, and get() turns
+    that cancellation into a timeout (``slot[2]`` says which one fired).
     """
 
     def __init__(self, attempt: float | None, silence: float | None) -> None:
         self.attempt = attempt
         self.silence = silence
-        #: seconds from a request's start to each deadline (inf: none)
-        self._attempt = math.inf if attempt is None else attempt
-        self._silence = math.inf if silence is None else silence
         shortest = min((t for t in (attempt, silence) if t is not None), default=None)
         self.enabled = shortest is not None
         self._tick = 1.0 if shortest is None else min(1.0, max(0.005, shortest / 8))
@@ -88,9 +86,9 @@ class _Deadlines:
     def slot(self, task: asyncio.Task[Any]) -> list[Any]:
         """The slot of ``task``'s requests, one at a time, until ``drop``."""
         slot = [
-            math.inf,  # the attempt's deadline
-            math.inf,  # the silence's deadline
-            "",  # which one fired
+            None,  # when the request started (None: no request)
+            0.0,  # when a byte was last heard of (the start, the headers, a chunk)
+            "",  # which deadline fired
             None,  # the body's stream, once the headers are in: its byte count moves on
             0,  # ... from this many bytes at the last look
             task,
@@ -103,45 +101,26 @@ class _Deadlines:
     def drop(self, slot: list[Any]) -> None:
         self._slots.pop(slot[5], None)
 
-    def start(self, slot: list[Any]) -> None:
-        now = monotonic()
-        slot[0] = now + self._attempt
-        slot[1] = now + self._silence
-        slot[2] = ""
-
-    def heard(self, slot: list[Any], content: Any = None) -> None:
-        """Bytes arrived: the silence starts again. ``content`` (the body's StreamReader,
-        given with the headers) lets the watchdog see a body that keeps arriving while
-        it is read whole."""
-        if self.silence is not None:
-            slot[1] = monotonic() + self.silence
-            if content is not None:
-                slot[3], slot[4] = content, content.total_bytes
-
-    def done(self, slot: list[Any]) -> None:
-        """The request is over: its slot waits for the next one, without deadlines."""
-        slot[0] = slot[1] = math.inf
-        slot[3] = None
-
     async def _run(self) -> None:
         slots = self._slots
+        attempt = math.inf if self.attempt is None else self.attempt
+        silence = math.inf if self.silence is None else self.silence
         while slots:
             await asyncio.sleep(self._tick)
-            now = monotonic()
+            now = perf_counter()
             for slot in list(slots.values()):
-                if slot[2] or (now < slot[0] and now < slot[1]):
+                started = slot[0]
+                if started is None or slot[2]:
                     continue
-                content, silence = slot[3], self.silence
-                if (
-                    now < slot[0]
-                    and silence is not None
-                    and content is not None
-                    and content.total_bytes != slot[4]
-                ):
+                late = now - started >= attempt
+                if not late and now - slot[1] < silence:
+                    continue
+                content = slot[3]
+                if not late and content is not None and content.total_bytes != slot[4]:
                     slot[4] = content.total_bytes  # not silent: bytes came since
-                    slot[1] = now + silence
+                    slot[1] = now
                     continue
-                slot[2] = "attempt" if now >= slot[0] else "silence"
+                slot[2] = "attempt" if late else "silence"
                 slot[5].cancel()
 
     def stop(self) -> None:
@@ -252,14 +231,16 @@ class HttpClient:
             sent, headers = await self._credential(number, url)
         options = self._options
         started = perf_counter()
-        deadlines = self._deadlines
-        if slot is not None:
-            deadlines.start(slot)
+        if slot is not None:  # the watchdog's view of this request (see _Deadlines)
+            slot[0] = slot[1] = started
+            slot[2] = ""
         try:
             for _hop in range(_MAX_REDIRECTS + 1):
                 async with session.get(url, headers=headers, **options) as resp:
-                    if slot is not None:
-                        deadlines.heard(slot, resp.content)
+                    if slot is not None:  # the headers are in: the silence starts again
+                        content = resp.content
+                        slot[1] = perf_counter()
+                        slot[3], slot[4] = content, content.total_bytes
                     status = resp.status
                     if status in _REDIRECTS and "Location" in resp.headers:
                         url, at_home = self._redirect(url, resp.headers["Location"], number, home)
@@ -294,7 +275,7 @@ class HttpClient:
         except asyncio.CancelledError:
             # the watchdog's, and no one else's (a stream closing cancels too: that wins)
             if slot is not None and slot[2] and slot[5].uncancel() == 0:
-                raise Transient("timeout", deadlines.said(slot)) from None
+                raise Transient("timeout", self._deadlines.said(slot)) from None
             raise
         except aiohttp.ClientPayloadError as exc:
             raise Transient("truncated", f"the body was cut short ({exc})") from None
@@ -311,7 +292,7 @@ class HttpClient:
             ) from None
         finally:
             if slot is not None:
-                deadlines.done(slot)
+                slot[0] = slot[3] = None  # over: no deadline, no body to watch
         where = self._redacted(url)
         raise RequestError(
             f"page {number}: more than {_MAX_REDIRECTS} redirects, the last to {where}",
@@ -428,7 +409,7 @@ class HttpClient:
                     started = perf_counter()
                 size += len(chunk)
                 if slot is not None:
-                    self._deadlines.heard(slot)
+                    slot[1] = perf_counter()  # a byte came: the silence starts again
                 if size > cap:
                     raise _too_large(number, url, cap, f"more than {cap} bytes arrived")
                 parts.append(chunk)

@@ -232,10 +232,12 @@ class _Adaptive:
     def take(self) -> tuple[int, int] | None:
         """A slot at once, as ``acquire`` would give it, when one is free and nobody is
         waiting; else None (then ``acquire``). The common case costs no coroutine."""
-        if self.inflight < int(self.limit) and not self.waiters:
-            self.inflight += 1
-            self.sent += 1
-            return self.inflight - self.handed, self.sent
+        inflight = self.inflight
+        # inflight < int(limit), for a whole inflight and a positive limit
+        if inflight + 1 <= self.limit and not self.waiters:
+            self.inflight = inflight + 1
+            self.sent = sent = self.sent + 1
+            return inflight + 1 - self.handed, sent
         return None
 
     async def acquire(self) -> tuple[int, int]:
@@ -280,23 +282,33 @@ class _Adaptive:
         reset, a timeout, a cancellation: neither a success nor a refusal)."""
         level, serial = ticket
         self.inflight -= 1
-        before = self.limit
         if status in CONGESTION_STATUSES:
+            before = self.limit
             self.answers.append((level, False))
             self._refused(level)
+            self._changed(before)
         elif status and serial > self.fence:  # answers sent before a pause do not count
             self.answers.append((level, True))
-            limit = self.limit
-            if limit < self.known:
-                limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
-                self.limit = min(float(self.ceiling), limit)
-            elif limit < self.ceiling and time.monotonic() - self.cut_at >= self.quiet:
-                limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
-                self.limit = min(float(self.ceiling), limit)
-        if self.emit is not None and int(self.limit) != int(before):
-            self.emit(ConcurrencyChanged(int(self.limit), int(before)))
+            if self.limit < self.ceiling:  # at the ceiling (a healthy server) nothing grows
+                self._grow()
         if self.waiters:
             self._wake()
+
+    def _grow(self) -> None:
+        """A success below the ceiling: x1.5 a round trip up to the known level, then a
+        slow probe past it once the quiet time is over."""
+        limit = before = self.limit
+        if limit < self.known:
+            limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
+            self.limit = min(float(self.ceiling), limit)
+        elif time.monotonic() - self.cut_at >= self.quiet:
+            limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
+            self.limit = min(float(self.ceiling), limit)
+        self._changed(before)
+
+    def _changed(self, before: float) -> None:
+        if self.emit is not None and int(self.limit) != int(before):
+            self.emit(ConcurrencyChanged(int(self.limit), int(before)))
 
     def _refused(self, level: int) -> None:
         """A 429/503 for a request sent at ``level``.
