@@ -187,6 +187,9 @@ class Sources:
     ) -> None:
         self._pages = pages
         self._params = dict(params) if params else {}
+        #: query parameters the run sends itself (an incremental pass's value to fetch
+        #: from), whether or not it has a value yet: no source may set one of its own
+        self._reserved: frozenset[str] = frozenset()
         self._max_pages = max_pages
         #: every source is cut at this many pages, whatever its paginator says
         self.max_pages = max_pages
@@ -259,6 +262,13 @@ class Sources:
         starts. Added after the stream's fingerprint was taken, they are not part of what
         the source is (a pass of an incremental run sends another value than the last)."""
         self._params.update(params)
+        self.reserve(params)
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """The run sends these query parameters itself: a Source(params=) that sets one
+        is an error when its walk begins (sources are read lazily), not a value that
+        silently replaces the run's."""
+        self._reserved |= frozenset(names)
 
     @property
     def paginator(self) -> Paginator:
@@ -282,6 +292,15 @@ class Sources:
             if self._params:
                 url = url.update_query(self._params)
             if source.params:
+                overridden = self._reserved.intersection(source.params)
+                if overridden:
+                    name = min(overridden)
+                    raise ConfigurationError(
+                        f"{redact_url(url)}: Source(params=) sets the query parameter "
+                        f"{name!r}, which this run sends itself (into(incremental=...)'s "
+                        "value to fetch from): the source's value would replace the run's. "
+                        f"Leave {name!r} out of the source's params"
+                    )
                 url = url.update_query(dict(source.params))
         except TypeError as exc:
             raise ConfigurationError(f"params= has a value of an unsupported type: {exc}") from None

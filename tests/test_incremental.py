@@ -524,6 +524,23 @@ async def test_the_parameter_given_twice_is_refused(api: ChangingAPI, tmp_path: 
     assert api.queries == []  # refused before any request
 
 
+async def test_a_source_that_sets_the_parameter_itself_is_refused(
+    api: ChangingAPI, tmp_path: Path
+) -> None:
+    """Sources are read lazily, so this is found when its walk begins, not up front: its
+    value would otherwise replace the pass's own, silently."""
+    pages = PageNumber(size=PER_PAGE, size_param="per_page")
+    sources = [api.url, streampage.Source(api.url, params={PARAM: "2020-01-01"}, key="b")]
+    with pytest.raises(streampage.ConfigurationError, match=f"Leave '{PARAM}' out") as caught:
+        await (
+            streampage.stream(sources, pages=pages)
+            .records("data")
+            .into(sink_of("jsonl", tmp_path), incremental=INCREMENTAL)
+        )
+    assert "2020-01-01" not in str(caught.value)  # the error names the parameter, not a value
+    assert all(query.get(PARAM) != "2020-01-01" for query in api.queries)
+
+
 def test_incremental_arguments_are_checked() -> None:
     with pytest.raises(streampage.ConfigurationError, match="must name a field"):
         Incremental("")
