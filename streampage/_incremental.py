@@ -271,7 +271,7 @@ class Pass:
                 f"{_call(self.field, param)} (streampage fetch --incremental {self.field} "
                 f"--since-param {param}) sends it too: give it one way"
             )
-        sources.reserve([param])
+        sources.reserve([param] if param is not None else [])
 
     def keep(self, found: list[Any], page: Page[Any]) -> list[Any]:
         """The records of a page that are new: ``field`` from ``since`` on, and not the
