@@ -72,7 +72,7 @@ def make_sink(kind: str, target: str, table: str) -> Any:
     if kind in ("jsonl", "jsonl.gz"):
         return JSONLines(target, gzip=kind == "jsonl.gz")
     if kind == "sqlite":
-        return SQLite(target)
+        return SQLite(target, table)
     if kind == "postgres":
         from streampage.sinks import Postgres
 

@@ -20,52 +20,13 @@ test can tell how far it got; at the end ``done <records> <resumed_finished>``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+
+from crash_job import Reporting, make_sink
 
 import streampage
 from streampage import Cursor, PageNumber, Source
-from streampage.sinks import JSONLines, SQLite
 
 KINDS = ("jsonl", "sqlite", "postgres")
-
-
-class Reporting:
-    """Passes every call to ``sink``; says on stdout when a commit has returned."""
-
-    def __init__(self, sink: Any) -> None:
-        self.sink = sink
-
-    def __repr__(self) -> str:
-        return repr(self.sink)
-
-    async def open(self, name: str) -> bytes | None:
-        return await self.sink.open(name)  # type: ignore[no-any-return]
-
-    async def write(self, records: Sequence[Any]) -> None:
-        await self.sink.write(records)
-
-    async def commit(self, name: str, checkpoint: bytes) -> None:
-        await self.sink.commit(name, checkpoint)
-        print("commit", flush=True)
-
-    async def finish(self, name: str) -> None:
-        finish = getattr(self.sink, "finish", None)
-        if finish is not None:
-            await finish(name)
-
-    async def close(self) -> None:
-        await self.sink.close()
-
-
-def make_sink(kind: str, target: str, table: str) -> Any:
-    if kind == "jsonl":
-        return JSONLines(target)
-    if kind == "sqlite":
-        return SQLite(target, table)
-    from streampage.sinks import Postgres
-
-    return Postgres(target, table)
 
 
 async def job(args: argparse.Namespace) -> None:
