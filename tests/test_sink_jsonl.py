@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -829,3 +830,130 @@ async def test_gzip_compresslevel(tmp_path: Path) -> None:
     for bad in (-1, 10, 2.5):
         with pytest.raises(streampage.ConfigurationError, match="compresslevel"):
             JSONLines(tmp_path / "x.jsonl.gz", compresslevel=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- gzip's library
+
+_BLOCKED = """
+import asyncio, sys
+sys.modules["deflate"] = None  # the deflate package is not importable: the standard library
+from streampage.sinks import JSONLines
+from streampage.sinks.jsonl import gzip_library
+
+async def main(path, first, last, level):
+    sink = JSONLines(path, compresslevel=level)
+    await sink.open("run")
+    for i in range(first, last + 1):
+        await sink.write([{"id": i, "name": f"item {i}", "tags": ["a", "b"] * (i % 4)}])
+        await sink.commit("run", b'{"n":%d}' % i)
+    await sink.close()
+    print(gzip_library())
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+def gz_record(i: int) -> dict[str, Any]:
+    return {"id": i, "name": f"item {i}", "tags": ["a", "b"] * (i % 4)}
+
+
+def write_with_zlib(path: Path, first: int, last: int, level: int = 6) -> str:
+    """Records ``first``..``last`` appended to ``path``, a commit each, by another process
+    in which the deflate package cannot be imported; the library it says it used."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCKED, str(path), str(first), str(last), str(level)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def write_here(path: Path, first: int, last: int, level: int = 6) -> None:
+    sink = JSONLines(path, compresslevel=level)
+    await sink.open("run")
+    await sink.write([gz_record(i) for i in range(first, last + 1)])
+    await sink.commit("run", b'{"n":%d}' % last)
+    await sink.close()
+
+
+def gzip_members(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The gzip members of ``data``: each one's 10-byte header and its content, decompressed
+    on its own (zlib stops at a member's end and leaves the rest)."""
+    import zlib
+
+    members = []
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        members.append((data[:10], d.decompress(data)))
+        assert d.eof, "a member cut short"
+        data = d.unused_data
+    return members
+
+
+def gzip_tests_ok(path: Path) -> None:
+    """``gzip -t``: the file is whole, standard gzip to the tool too."""
+    done = subprocess.run(["gzip", "-t", str(path)], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def written_by(header: bytes) -> str:
+    """Which library wrote a gzip member, by its header: Python's gzip module stamps the
+    time (MTIME, bytes 4-7), libdeflate leaves it 0."""
+    return "libdeflate" if header[4:8] == bytes(4) else "zlib"
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+async def test_gzip_reads_back_with_the_standard_library_exactly(
+    tmp_path: Path, level: int
+) -> None:
+    """Whichever library compresses, the file is standard gzip: Python's gzip module and
+    ``gzip -t`` read it, to exactly the bytes msgspec encoded, record for record."""
+    records = [gz_record(i) for i in range(5000)]
+    path = tmp_path / "items.jsonl.gz"
+    sink = JSONLines(path, compresslevel=level)
+    await sink.open("run")
+    await sink.write(records[:3000])
+    await sink.commit("run", cp(1))
+    await sink.write(records[3000:])
+    await sink.commit("run", cp(2))
+    await sink.close()
+    data = gzip.decompress(path.read_bytes())
+    assert data == msgspec.json.Encoder().encode_lines(records)
+    assert [json.loads(line) for line in data.splitlines()] == records
+    assert len(gzip_members(path.read_bytes())) == 2  # a member per commit
+    gzip_tests_ok(path)
+
+
+def test_libdeflate_compresses_when_installed() -> None:
+    """streampage[speed] brings the deflate package; with it, libdeflate compresses (a test
+    run without it would measure, and test, only the fallback)."""
+    pytest.importorskip("deflate")
+    from streampage.sinks.jsonl import gzip_library
+
+    assert gzip_library() == "libdeflate"
+
+
+async def test_gzip_without_libdeflate_and_appends_across_libraries(tmp_path: Path) -> None:
+    """Without the deflate package the standard library compresses, the same levels; and a
+    file goes on being appended to and resumed whichever library wrote its earlier members:
+    here libdeflate (when installed), zlib, libdeflate again, then a kill (bytes past the
+    last commit) cut off by a resume under zlib."""
+    path = tmp_path / "items.jsonl.gz"
+    await write_here(path, 1, 100)
+    assert write_with_zlib(path, 101, 110) == "zlib"
+    await write_here(path, 111, 200, level=1)
+    with open(path, "ab") as f:  # noqa: ASYNC230 - a kill after the data, before the journal
+        f.write(gzip.compress(b'{"id": 999}\n'))
+    assert write_with_zlib(path, 201, 205, level=9) == "zlib"
+    data = path.read_bytes()
+    records = [json.loads(line) for line in gzip.decompress(data).splitlines()]
+    assert records == [gz_record(i) for i in range(1, 206)]
+    members = [written_by(header) for header, _ in gzip_members(data)]
+    here = "libdeflate" if importlib.util.find_spec("deflate") else "zlib"
+    assert members == [here] + ["zlib"] * 10 + [here] + ["zlib"] * 5
+    gzip_tests_ok(path)
+    again = JSONLines(path)
+    assert await again.open("run") == b'{"n":205}'
+    await again.close()

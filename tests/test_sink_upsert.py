@@ -317,6 +317,42 @@ def test_a_record_that_is_no_object_has_no_key(tmp_path: Path) -> None:
     assert sink.stage([{"id": 0}, {"id": ""}, {"id": False}])  # falsy keys are keys
 
 
+def test_the_key_checks_judge_every_kind_of_page_alike(tmp_path: Path) -> None:
+    """stage's key checks take a fast path for pages of dicts with one key (C-speed scans)
+    and the record-by-record loop for the rest: both give the same verdict, and the loop's
+    message, whatever the page holds and wherever the bad record is in it."""
+    sink = SQLite(tmp_path / "x.db", primary_key="id")
+    ok_pages: list[list[Any]] = [
+        [{"id": 2**63 - 1}, {"id": -(2**63)}],  # the edges of 64 bits
+        [{"id": "a"}, {"id": "b"}],
+        [{"id": 1}, {"id": "1"}, {"id": 2.5}],  # kinds that do not compare
+        [{"id": 1e300}, {"id": True}],  # a float past 64 bits is no integer
+        [{"id": [1, 2]}, {"id": {"a": 1}}],
+        [{"id": 1}, Thing(2, "b", 1)],  # a Struct among dicts
+    ]
+    for page in ok_pages:
+        assert sink.stage(page), page
+    past = "is an integer past 64 bits"
+    bad_pages: list[tuple[list[Any], str]] = [
+        ([{"id": 2**63}], past),
+        ([{"id": 1}, {"id": -(2**63) - 1}], past),
+        ([{"id": "a"}, {"id": 2**64}], past),  # mixed kinds: the loop finds it
+        ([{"id": 1.0}, {"id": 2**64}], past),
+        ([{"id": 1}, {"id": 2}, {"name": "x"}], "record 3 of 3 of a page has no field 'id'"),
+        ([{"id": None}, {"id": 2}], "record 1 of 2 of a page has 'id': null"),
+        ([{"id": 1}, [1]], "record 2 of 2 of a page is list, not an object"),
+    ]
+    for page, message in bad_pages:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            sink.stage(page)
+    composite = SQLite(tmp_path / "y.db", primary_key=("region", "id"))
+    assert composite.stage([{"region": "eu", "id": 2**63 - 1}])
+    with pytest.raises(ValueError, match=past):
+        composite.stage([{"region": "eu", "id": 2**63}])
+    with pytest.raises(ValueError, match="has 'region': null"):
+        composite.stage([{"region": None, "id": 1}])
+
+
 async def test_struct_records_are_checked_by_their_encoded_names(pg_dsn: str) -> None:
     class Renamed(msgspec.Struct, rename="camel"):
         item_id: int | None

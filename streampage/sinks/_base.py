@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -91,10 +92,25 @@ def _attributes(struct: type[msgspec.Struct]) -> dict[str, str]:
     return {f.encode_name: f.name for f in msgspec.structs.fields(struct)}
 
 
+_dict_get = dict.get
+
+
 def check_keys(records: Sequence[Any], fields: tuple[str, ...]) -> None:
     """Raise ValueError for the first of ``records`` (dicts or Structs) that lacks one of the
     key ``fields``, or holds null in it: an upsert needs every record's key. The message
     names the field and the record's keys, never its values (they may be secrets)."""
+    if len(fields) == 1:
+        # The common case at C speed (the loop below costs ~1 µs a page of 14 records, a
+        # few % of an upsert's client CPU): one key, and every record a dict holding a
+        # value there. Anything else (a missing key, a null, a record that is not a dict:
+        # TypeError) goes on to the loop, which says which record and why.
+        try:
+            values = list(map(_dict_get, records, repeat(fields[0])))
+        except TypeError:
+            pass
+        else:
+            if None not in values:  # identity first: a value equal to None goes on too
+                return
     for at, record in enumerate(records):
         if type(record) is dict:  # the common case: a dict lookup a field
             for f in fields:

@@ -48,7 +48,7 @@ COMPACT_ENTRIES = 64
 COMPACT_BYTES = 1 << 20
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
