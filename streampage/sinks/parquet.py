@@ -66,8 +66,6 @@ go on.
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
-import operator
 import os
 import re
 from collections.abc import Sequence
@@ -173,8 +171,6 @@ class Parquet(Configured):
         self._lock = FileLock(self.state / "lock", what=f"the checkpoint of {shown(self)}")
         self._journal = Journal(self.journal, self.format)
         self._struct_fields: dict[type, list[tuple[str, str]]] = {}
-        #: ``stage``'s itemgetters, by the keys they get
-        self._getters: _Getters = {}
         self._reset()
 
     def __repr__(self) -> str:
@@ -210,19 +206,18 @@ class Parquet(Configured):
         if records:
             await anyio.to_thread.run_sync(self._write, records)
 
-    def stage(self, records: Sequence[Any]) -> _Columns | Sequence[Any]:
-        """A page's records for ``commit_staged``, taken apart into columns as the page
-        arrives (dicts: see ``_Columns``), or, when they are anything else, as they are. The
-        batch becomes one Arrow table at its commit, in a worker thread (built a page at a
-        time it would cost pyarrow's set-up per page)."""
-        return _columns(records, self._getters) or records
+    def stage(self, records: Sequence[Any]) -> Sequence[Any]:
+        """A page's records for ``commit_staged``, as they are: the batch becomes one
+        Arrow table at its commit, in a worker thread (built a page at a time it would cost
+        pyarrow's set-up per page)."""
+        return records
 
     async def commit_staged(
-        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Any]]
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Sequence[Any]]]
     ) -> None:
-        """``write`` and ``commit`` at once, for ``batches`` of what ``stage`` returned:
-        each batch staged (a part each, fsynced), all journalled with the checkpoint, in
-        one call to a worker thread."""
+        """``write`` and ``commit`` at once, for ``batches`` of the records ``stage`` was
+        given: each batch staged (a part each, fsynced), all journalled with the
+        checkpoint, in one call to a worker thread."""
         await anyio.to_thread.run_sync(self._commit_staged, name, checkpoint, batches)
 
     async def commit(self, name: str, checkpoint: bytes) -> None:
@@ -439,20 +434,17 @@ class Parquet(Configured):
 
     # ------------------------------------------------------------------ write and commit
 
-    def _write(self, records: Sequence[Any] | _Gathered) -> None:
-        """Stage ``records`` (or a batch of ``stage``'s columns) as one part: an Arrow IPC
-        file, fsynced. A part is read once, by the merge that publishes it, and rewritten
-        there in Parquet (row groups of ``row_group_rows``, ``compression``): staged as
-        Parquet it would be encoded and compressed twice."""
+    def _write(self, records: Sequence[Any]) -> None:
+        """Stage ``records`` as one part: an Arrow IPC file, fsynced. A part is read once,
+        by the merge that publishes it, and rewritten there in Parquet (row groups of
+        ``row_group_rows``, ``compression``): staged as Parquet it would be encoded and
+        compressed twice."""
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
         pa = self._pa
         inferred = None
         try:
-            if isinstance(records, _Gathered):
-                table = self._table_of_columns(records)
-            else:
-                table = self._table(records)
+            table = self._table(records)
             if self._schema is None:
                 inferred = table.schema
                 if self._inferred is not None:
@@ -491,39 +483,11 @@ class Parquet(Configured):
                 table = None  # the builtins below say why, or convert what pyarrow cannot
             if table is not None and all(_plain(pa, field.type) for field in table.schema):
                 return table
-        return self._builtins_table(records)
-
-    def _builtins_table(self, records: Sequence[Any]) -> Any:
-        """``records`` through ``msgspec.to_builtins``, then pyarrow (see ``_table``)."""
         rows = msgspec.to_builtins(
             [self._row(r) if isinstance(r, msgspec.Struct) else r for r in records],
             builtin_types=_NATIVE,
         )
-        return _from_pylist(self._pa, rows, self._schema)
-
-    def _table_of_columns(self, batch: _Gathered) -> Any:
-        """A batch of dicts, gathered into columns by ``stage``, as an Arrow table: the very
-        table ``_table`` makes of those dicts. ``pa.Table.from_pylist`` takes the rows
-        apart into one list a column (``row[name] if name in row else None``, for the
-        names of the first row, which ``_from_pylist`` gives every name of the batch in
-        the order they first appear) and calls ``from_arrays``; the columns here are
-        those lists, under those names, so pyarrow is given the same call. Where
-        ``_table`` would go on to ``to_builtins`` (a failure, a column not of JSON's
-        types), so does this, with the rows made back from the columns."""
-        pa = self._pa
-        try:
-            if self._schema is None:
-                table = pa.Table.from_arrays(batch.columns, batch.names)
-            else:
-                at = {name: i for i, name in enumerate(batch.names)}
-                nulls = [None] * batch.rows
-                arrays = [batch.columns[at[n]] if n in at else nulls for n in self._schema.names]
-                table = pa.Table.from_arrays(arrays, schema=self._schema)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            table = None
-        if table is not None and all(_plain(pa, field.type) for field in table.schema):
-            return table
-        return self._builtins_table(_rows(batch.names, batch.columns))
+        return _from_pylist(pa, rows, self._schema)
 
     def _row(self, record: msgspec.Struct) -> dict[str, Any]:
         """A Struct as a dict under its encoded names, every field (even omitted defaults)."""
@@ -535,18 +499,13 @@ class Parquet(Configured):
         return {key: getattr(record, attr) for attr, key in fields}
 
     def _commit_staged(
-        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Any]]
+        self, name: str, checkpoint: bytes, batches: Sequence[Sequence[Sequence[Any]]]
     ) -> None:
         if not self._opened:
             raise RuntimeError(f"{self!r}: open() first")
         check_names(self, self._held, name)
         for batch in batches:
-            if all(type(page) is _Columns for page in batch):
-                gathered = _gathered(batch)
-                if gathered.rows:
-                    self._write(gathered)
-                continue
-            records = [r for page in batch for r in _records_of(page)]
+            records = [r for page in batch for r in page]
             if records:
                 self._write(records)
         self._commit(name, checkpoint)
@@ -747,112 +706,6 @@ class _Groups:
         table = self._pa.concat_tables(self._held)
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._held, self._rows = [], 0
-
-
-class _Columns:
-    """A page's records (dicts), taken apart by ``stage``: ``names`` in the order they
-    first appear in the page, and ``values``, the records' values a row after another
-    (``len(names)`` a record, None where a record lacks the name, as ``from_pylist``
-    reads a missing key): column ``j`` is ``values[j::len(names)]``.
-
-    Why: a batch waits for its commit, and kept as dicts its records would be walked by
-    the garbage collector again and again while it fills, and would make it collect more
-    often (each dict is an object it counts). Taken apart, the dicts go at once, and what
-    waits is one list a page (strings and numbers are not the collector's: only the
-    lists and dicts inside values are). The work is the one ``from_pylist`` does at the
-    commit anyway (a list a column), done here by an ``operator.itemgetter`` in C rather
-    than by a comprehension a column."""
-
-    __slots__ = ("names", "rows", "values")
-
-    def __init__(self, names: tuple[Any, ...], values: list[Any], rows: int) -> None:
-        self.names, self.values, self.rows = names, values, rows
-
-    def column(self, j: int) -> list[Any]:
-        return self.values[j :: len(self.names)]
-
-
-class _Gathered:
-    """A batch's ``_Columns``, gathered: the batch's names in the order they first appear,
-    and a list a name of its values, one a record of the batch."""
-
-    __slots__ = ("columns", "names", "rows")
-
-    def __init__(self, names: list[Any], columns: list[list[Any]], rows: int) -> None:
-        self.names, self.columns, self.rows = names, columns, rows
-
-
-#: ``_columns``'s itemgetters, by the keys they get: (those keys, their getter)
-_Getters = dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]]
-
-
-def _columns(records: Sequence[Any], getters: _Getters) -> _Columns | None:
-    """``records`` as ``_Columns``, when they are all dicts (None otherwise: they are
-    staged as they are). Records that share the first one's keys (a decoded page's
-    usually do: the same number of keys, each of the first's found) are read by one
-    ``itemgetter`` of those keys, cached in ``getters``; others a name at a time."""
-    if not records:
-        return None
-    first = records[0]
-    if type(first) is not dict or not first or set(map(type, records)) != {dict}:
-        return None
-    keys = tuple(first)
-    if set(map(len, records)) == {len(keys)}:
-        cached = getters.get(keys)
-        if cached is None:
-            if len(getters) >= 64:
-                getters.clear()
-            cached = getters[keys] = (keys, operator.itemgetter(*keys))
-        names, getter = cached  # (the cached tuple: the page's own is let go)
-        try:
-            if len(names) == 1:
-                return _Columns(names, list(map(getter, records)), len(records))
-            values = list(itertools.chain.from_iterable(map(getter, records)))
-            return _Columns(names, values, len(records))
-        except KeyError:
-            pass  # as many keys as the first, not the same ones
-    seen = dict.fromkeys(first)
-    for record in records:
-        if not record.keys() <= seen.keys():
-            seen.update(dict.fromkeys(record))
-    names = tuple(seen)
-    values = [record.get(name) for record in records for name in names]
-    return _Columns(names, values, len(records))
-
-
-def _gathered(batch: Sequence[_Columns]) -> _Gathered:
-    """A batch's pages of columns as one set of columns: a name the batch's earlier pages
-    lacked starts with None for each of their records, and a page that lacks a name adds
-    None for each of its own."""
-    found: dict[Any, list[Any]] = {}
-    rows = 0
-    for page in batch:
-        width = len(page.names)
-        for j, name in enumerate(page.names):
-            column = found.get(name)
-            if column is None:
-                found[name] = column = [None] * rows
-            column.extend(page.values[j::width])
-        rows += page.rows
-        if width < len(found):
-            for column in found.values():
-                if len(column) < rows:
-                    column.extend([None] * (rows - len(column)))
-    return _Gathered(list(found), list(found.values()), rows)
-
-
-def _records_of(page: Any) -> Sequence[Any]:
-    """A staged page as records: dicts made back from its columns, or the records as they
-    were staged. A dict made back has every name of its page (None where the record had
-    none), which pyarrow and ``to_builtins`` read as the record itself."""
-    if type(page) is _Columns:
-        return _rows(page.names, [page.column(j) for j in range(len(page.names))])
-    return page  # type: ignore[no-any-return]
-
-
-def _rows(names: Sequence[Any], columns: Sequence[Sequence[Any]]) -> list[dict[Any, Any]]:
-    """Columns back into dicts, a name a key."""
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def _from_pylist(pa: Any, rows: Sequence[Any], schema: Any) -> Any:
