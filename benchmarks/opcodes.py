@@ -4,7 +4,8 @@ CPU time per page swings by 5-10% from run to run on a shared machine; the numbe
 bytecodes the interpreter runs per page does not (a few tenths of a percent, from how
 responses happen to batch into event-loop turns). This counts them with a ``sys.settrace``
 tracer that turns on opcode events (``frame.f_trace_opcodes``) in every Python frame and
-counts one per bytecode, by function, in one client run; C code (the loop's selector,
+counts one per bytecode, by function, in one client run (after an untraced warm-up run
+of 100 pages, so that imports and one-time work are left out); C code (the loop's selector,
 aiohttp's C parser, msgspec) is not counted, so the figure is the Python-level work only.
 Beside it, the garbage collector's collections per generation (``gc.callbacks``) and the
 objects each run's collections examined, which the tracer cannot see.
@@ -71,6 +72,9 @@ def child(client: str, url: str, pages: int, concurrency: int) -> None:
             collections[info["generation"]] += 1
             examined[0] += sum(len(gc.get_objects(g)) for g in range(info["generation"] + 1))
 
+    # an untraced warm-up run first: imports (streampage loads its names on first use),
+    # compiled regexes and other one-time work are not per-page costs
+    bench_clients.run_async(client, url, min(pages, 100), concurrency, bench_clients.Meter())
     counts, start = _tracer()
     meter = bench_clients.Meter()
     gc.callbacks.append(on_gc)
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true", help="the 20 ms endpoint")
     parser.add_argument("--url", help="a server already running (pages ?page=1..N)")
     parser.add_argument("--top", type=int, default=25, help="functions shown per comparison")
+    parser.add_argument("--save", help="write the raw counts (JSON) to this file")
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "URL", "PAGES", "C"))
     args = parser.parse_args()
     if args.child:
@@ -135,6 +140,8 @@ def main() -> None:
     finally:
         if servers is not None:
             servers.stop()
+    if args.save:
+        Path(args.save).write_text(json.dumps(results))
     n = args.pages
     print(f"{n} pages, concurrency {args.concurrency}, {'20 ms' if args.latency else 'no'} delay")
     per: dict[str, Counter[str]] = {}
