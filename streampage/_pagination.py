@@ -216,6 +216,8 @@ class _IndexedRun:
     from the first page (a server that caps ``limit`` serves fewer records than asked).
     """
 
+    _end: float  #: the last page number; infinity while unknown (see _last)
+
     def __init__(
         self,
         *,
@@ -287,7 +289,7 @@ class _IndexedRun:
         if done is not None:
             while number in done and (number != self._first or not self._alone):
                 number += 1
-        if self._last is not None and number > self._last:
+        if number > self._end:
             return None
         self._next = number + 1
         return number
@@ -474,7 +476,18 @@ class _IndexedRun:
             self._first_done.set()
 
     def past_end(self, number: int) -> bool:
-        return self._last is not None and number > self._last
+        return number > self._end  # asked four times a page: one comparison
+
+    @property
+    def _last(self) -> int | None:
+        """The last page number, None while unknown; kept as ``_end`` (infinity while
+        unknown) so that ``past_end`` and ``next``, on every page, compare once."""
+        end = self._end
+        return None if end == math.inf else int(end)
+
+    @_last.setter
+    def _last(self, last: int | None) -> None:
+        self._end = math.inf if last is None else last
 
     @property
     def last(self) -> int | None:
@@ -501,8 +514,8 @@ class _IndexedRun:
 
     def end_at(self, last: int) -> None:
         """The data ends at page ``last`` (the end only ever moves down)."""
-        if self._last is None or last < self._last:
-            self._last = last
+        if last < self._end:
+            self._end = last
             self.on_end(last)
 
     def adopt(self, page: Page[Any]) -> bool:
