@@ -36,7 +36,7 @@ import anyio.abc
 import msgspec
 from yarl import URL
 
-from ._decode import count_records, decode_body
+from ._decode import decode_body
 from ._errors import (
     ConfigurationError,
     DecodeError,
@@ -766,7 +766,7 @@ class Engine:
         else a PaginationError, since a page would be delivered twice."""
         later, earlier = pair
         run = walk.run
-        if getattr(run, "count", count_records)(page.data) == 0:
+        if walk.count(page.data) == 0:
             return False
         end_at = getattr(run, "end_at", None)
         said = last_page_said(page, walk.first or 1)

@@ -257,6 +257,11 @@ class _IndexedRun:
         self._offsets = offsets
         self._has_more = has_more
         self._items = items
+        #: records on a page (0 when empty), or None when they cannot be counted; the
+        #: default rule itself when items= is not given (one call a page, not two)
+        self.count: Callable[[Any], int | None] = (
+            count_records if items is None else self._count_items
+        )
         # The first page goes alone when it decides the rest: a total to read, or (offsets)
         # the number of records the server really serves per page.
         self._alone = total_pages is not None or total_items is not None or offsets is not None
@@ -502,11 +507,11 @@ class _IndexedRun:
         late = spec.start > (0 if isinstance(spec, Offset) else 1)
         return self._cap is not None or spec.stop is not None or late
 
-    def count(self, data: Any) -> int | None:
-        """Records on a page (0 when empty), or None when they cannot be counted."""
+    def _count_items(self, data: Any) -> int | None:
+        """Records on a page by ``items=`` (0 when empty), or None when they cannot be
+        counted."""
         items = self._items
-        if items is None:
-            return count_records(data)
+        assert items is not None
         records = get_path(data, items) if isinstance(items, str) else items(data)
         if not records:
             return 0

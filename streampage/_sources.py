@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from ._checkpoint import Checkpoint, has_credentials, source_id
+from ._decode import count_records
 from ._errors import ConfigurationError
 from ._evidence import Tally, own_totals
 from ._pagination import Paginator, PaginatorRun
@@ -134,9 +135,24 @@ class Walk:
     spawns: bool = False
     #: the decoder of its pages, when not the stream's (a parent's, under then())
     decoder: Any = None
+    #: the run's record counter (count_records when it has none), looked up once, not
+    #: on every page
+    count: Callable[[Any], int | None] = field(init=False)
+    #: whether the run walks (its page URLs go into a checkpoint); None when the run
+    #: decides as it goes (pages=auto: a property), to be asked on every page
+    walks: bool | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.on_settle = getattr(self.run, "settled", None)
+        run = self.run
+        self.on_settle = getattr(run, "settled", None)
+        self.count = getattr(run, "count", count_records)
+        fixed = not isinstance(getattr(type(run), "walks", None), property)
+        self.walks = bool(getattr(run, "walks", False)) if fixed else None
+
+    def walked(self) -> bool:
+        """Whether the run walks (see ``walks``), now."""
+        walks = self.walks
+        return bool(getattr(self.run, "walks", False)) if walks is None else walks
 
     def forget(self, number: int) -> None:
         """Page ``number``'s body was rejected (validate=): it is fetched again, and its

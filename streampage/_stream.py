@@ -31,7 +31,7 @@ import msgspec
 
 from ._auto import Auto
 from ._checkpoint import source_id
-from ._decode import count_records, decoder_for
+from ._decode import decoder_for
 from ._engine import FLUSH, Engine
 from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
 from ._evidence import Completeness
@@ -416,12 +416,14 @@ class Stream(Generic[T]):
         if stats.first_page_at is None:
             stats.first_page_at = perf_counter()
         page: Page[T] = payload
-        count = getattr(walk.run, "count", count_records)(page.data)
+        count = walk.count(page.data)
         walk.tally.observe(page, count)
         if not self._learnt:
             self._learn(walk)
         self._counted = count
-        walks = getattr(walk.run, "walks", False)
+        walks = walk.walks
+        if walks is None:
+            walks = walk.walked()
         self._walked = (page.response.url, walk.command) if walks else None
         return page
 
@@ -431,9 +433,9 @@ class Stream(Generic[T]):
         engine = self._engine
         assert engine is not None and engine.lineage is not None
         self.stats.parent_pages += 1
-        count = getattr(walk.run, "count", count_records)(page.data)
+        count = walk.count(page.data)
         walk.tally.observe(page, count)
-        walked = (page.response.url, walk.command) if getattr(walk.run, "walks", False) else None
+        walked = (page.response.url, walk.command) if walk.walked() else None
         lineage = engine.lineage
         try:
             whole = lineage.parents.extract(page)
