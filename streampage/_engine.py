@@ -604,7 +604,7 @@ class Engine:
         renewals = 0  # 401s answered by renewing auth='s token (twice at most: a guard)
         while True:
             attempt += 1
-            if control.must_wait:
+            if not control.steady and control.must_wait:
                 await control.before_attempt()
             # a free slot is taken without a coroutine; acquire() waits for one
             ticket = (0, 0) if adaptive is None else adaptive.take() or await adaptive.acquire()
@@ -630,7 +630,7 @@ class Engine:
                 if pause is not None:
                     control.pause(min(pause, policy.max_retry_after), "rate-limit budget gone")
                     control.throttled(min(pause, policy.max_retry_after))
-                if 200 <= status < 300:
+                if status == 200 or 200 <= status < 300:  # (200 itself: one comparison)
                     self._any_ok = True
                     try:
                         decoder = walk.decoder or self._decoder
