@@ -28,6 +28,8 @@ ParamValue = str | int | float
 #: body digests kept per source (at least this many, at most twice): far more than the
 #: pages in flight at once
 _DIGESTS = 1024
+#: the window's size when its older half goes
+_MOST_DIGESTS = 2 * _DIGESTS
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,12 @@ class Walk:
         fan-out must not deliver one copy before the neighbours meet). None otherwise."""
         digests = self.digests
         digests[number] = digest
-        if len(digests) > 2 * _DIGESTS:
+        if len(digests) > _MOST_DIGESTS:
             # the older half goes at once: deleting the oldest one at a time made every
             # page step over the dict's deleted entries to find it (~0.5 µs a page)
             self.digests = digests = dict(islice(digests.items(), _DIGESTS, None))
-        if number == self.first:
+        first = self.first
+        if number == first:
             self.first_digest = digest
             for other, seen in digests.items():  # pages that answered before the first
                 if seen == digest and other != number:
@@ -181,8 +184,10 @@ class Walk:
             return number, number - 1
         if digests.get(number + 1) == digest:
             return number + 1, number
-        first = self.first
-        if first is not None and number != first and digest == self.first_digest:
+        # the first page's digest is compared first: it differs on almost every page (a
+        # digest is set only once the first page is in, so `first` is then not None)
+        if digest == self.first_digest and number != first:
+            assert first is not None
             return number, first
         return None
 
