@@ -42,6 +42,10 @@ class Header:
 ValueSource = str | Header | Callable[[Page[Any]], Any]
 
 
+class WouldWait(Exception):
+    """A run's ``next_nowait`` cannot answer yet: ``await next()`` instead."""
+
+
 class PaginatorRun(Protocol):
     """Per-stream state of a paginator, driven by the engine."""
 
@@ -287,9 +291,16 @@ class _IndexedRun:
         return self._spec.param
 
     async def next(self) -> int | None:
+        if self._alone and self._next > self._first and not self._first_done.is_set():
+            await self._first_done.wait()
+        return self.next_nowait()
+
+    def next_nowait(self) -> int | None:
+        """``next()`` without a coroutine, for the engine's producer on every page; raises
+        WouldWait while the first page, fetched alone, is not in yet."""
         number = self._next
         if self._alone and number > self._first and not self._first_done.is_set():
-            await self._first_done.wait()
+            raise WouldWait
         done = self._done
         if done is not None:
             while number in done and (number != self._first or not self._alone):
