@@ -332,7 +332,7 @@ class _IndexedRun:
             # releases the producer then); only a page that was read releases it here.
             self._learn(page)
             self._first_done.set()
-        if self.past_end(number):
+        if number > self._end:  # past_end(number), inline: every page
             return False
         if self.open_ended:
             count = self.count(page.data)
