@@ -36,7 +36,7 @@ import anyio.abc
 import msgspec
 from yarl import URL
 
-from ._decode import count_records, decode_body
+from ._decode import decode_body
 from ._errors import (
     ConfigurationError,
     DecodeError,
@@ -51,6 +51,7 @@ from ._evidence import Completeness, last_page_said
 from ._http import HttpClient, Response, Transient
 from ._lineage import ChildEnded, Family, Lineage
 from ._page import Page, ResponseInfo
+from ._pagination import WouldWait
 from ._policy import CONGESTION_STATUSES, PoolControl, parse_retry_after, rate_limit_pause
 from ._redact import redact_url
 from ._sources import Source, Sources, Walk
@@ -143,6 +144,16 @@ class Work:
         self._maxsize = maxsize
         self._getters: deque[asyncio.Future[Job | None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+
+    def offer(self, job: Job) -> bool:
+        """``put`` without a coroutine when it would not wait (a worker waits, or there is
+        room): the producer's common case. False when it must ``await put``."""
+        if self._give(job):
+            return True
+        if len(self._items) < self._maxsize:
+            self._items.append(job)
+            return True
+        return False
 
     async def put(self, job: Job | None) -> None:
         while True:
@@ -423,6 +434,10 @@ class Engine:
             if self._cancel_past_end:
                 run.on_end = functools.partial(self._cancel_past, walk)
             put = self._work.put
+            offer = self._work.offer
+            # PageNumber and Offset runs answer without a coroutine (WouldWait: only while
+            # their first page is fetched alone)
+            nowait = getattr(run, "next_nowait", None)
             window = self._window
             seq = 0
             while not walk.broken:
@@ -443,7 +458,13 @@ class Engine:
                         self.window_moved.clear()
                         await self.window_moved.wait()
                 try:
-                    number = await run.next()
+                    if nowait is not None:
+                        try:
+                            number = nowait()
+                        except WouldWait:
+                            number = await run.next()
+                    else:
+                        number = await run.next()
                 except PageError as error:  # the paginator cannot go on (a loop, a foreign link)
                     error.source = source
                     walk.broken = True
@@ -455,7 +476,9 @@ class Engine:
                     walk.first = number
                 self.outstanding += 1
                 walk.handed += 1
-                await put((walk, seq, number))
+                job = (walk, seq, number)
+                if not offer(job):
+                    await put(job)
                 seq += 1
             if active is not None:
                 active.release()  # the walk's pages are out: another source may start
@@ -604,7 +627,7 @@ class Engine:
         renewals = 0  # 401s answered by renewing auth='s token (twice at most: a guard)
         while True:
             attempt += 1
-            if control.must_wait:
+            if not control.steady and control.must_wait:
                 await control.before_attempt()
             # a free slot is taken without a coroutine; acquire() waits for one
             ticket = (0, 0) if adaptive is None else adaptive.take() or await adaptive.acquire()
@@ -630,7 +653,7 @@ class Engine:
                 if pause is not None:
                     control.pause(min(pause, policy.max_retry_after), "rate-limit budget gone")
                     control.throttled(min(pause, policy.max_retry_after))
-                if 200 <= status < 300:
+                if status == 200 or 200 <= status < 300:  # (200 itself: one comparison)
                     self._any_ok = True
                     try:
                         decoder = walk.decoder or self._decoder
@@ -766,7 +789,7 @@ class Engine:
         else a PaginationError, since a page would be delivered twice."""
         later, earlier = pair
         run = walk.run
-        if getattr(run, "count", count_records)(page.data) == 0:
+        if walk.count(page.data) == 0:
             return False
         end_at = getattr(run, "end_at", None)
         said = last_page_said(page, walk.first or 1)

@@ -310,13 +310,16 @@ class Tally:
     def observe(self, page: Page[Any], records: int | None) -> None:
         """A page was delivered holding ``records`` records (None: they cannot be counted)."""
         self.pages += 1
-        if page.number > self.last_number:
-            self.last_number = page.number
+        number = page.number
+        if number > self.last_number:
+            self.last_number = number
         if records is None:
             self.countable = False
         else:
             self.records += records
-        self.witness(page)
+        readers = self.readers
+        if readers is None or readers:  # (a body and headers that report no total: none)
+            self.witness(page)
 
     def witness(self, page: Page[Any]) -> None:
         """Read the totals a page reports, delivered or not: a resumed run fetches page 1

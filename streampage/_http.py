@@ -35,6 +35,8 @@ __all__ = ["HttpClient", "Response", "Transient", "is_secret_header"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
+#: the first request and its redirects (a constant: not a range built per request)
+_HOPS = range(_MAX_REDIRECTS + 1)
 _CHUNK = 1 << 16
 #: Bodies with a Content-Length up to this are read in one call; larger ones in chunks,
 #: so that Timeout(min_rate=) can watch them.
@@ -235,7 +237,7 @@ class HttpClient:
             slot[0] = slot[1] = started
             slot[2] = ""
         try:
-            for _hop in range(_MAX_REDIRECTS + 1):
+            for _hop in _HOPS:
                 async with session.get(url, headers=headers, **options) as resp:
                     if slot is not None:  # the headers are in: the silence starts again
                         content = resp.content

@@ -42,6 +42,10 @@ class Header:
 ValueSource = str | Header | Callable[[Page[Any]], Any]
 
 
+class WouldWait(Exception):
+    """A run's ``next_nowait`` cannot answer yet: ``await next()`` instead."""
+
+
 class PaginatorRun(Protocol):
     """Per-stream state of a paginator, driven by the engine."""
 
@@ -216,6 +220,8 @@ class _IndexedRun:
     from the first page (a server that caps ``limit`` serves fewer records than asked).
     """
 
+    _end: float  #: the last page number; infinity while unknown (see _last)
+
     def __init__(
         self,
         *,
@@ -255,6 +261,11 @@ class _IndexedRun:
         self._offsets = offsets
         self._has_more = has_more
         self._items = items
+        #: records on a page (0 when empty), or None when they cannot be counted; the
+        #: default rule itself when items= is not given (one call a page, not two)
+        self.count: Callable[[Any], int | None] = (
+            count_records if items is None else self._count_items
+        )
         # The first page goes alone when it decides the rest: a total to read, or (offsets)
         # the number of records the server really serves per page.
         self._alone = total_pages is not None or total_items is not None or offsets is not None
@@ -280,14 +291,21 @@ class _IndexedRun:
         return self._spec.param
 
     async def next(self) -> int | None:
+        if self._alone and self._next > self._first and not self._first_done.is_set():
+            await self._first_done.wait()
+        return self.next_nowait()
+
+    def next_nowait(self) -> int | None:
+        """``next()`` without a coroutine, for the engine's producer on every page; raises
+        WouldWait while the first page, fetched alone, is not in yet."""
         number = self._next
         if self._alone and number > self._first and not self._first_done.is_set():
-            await self._first_done.wait()
+            raise WouldWait
         done = self._done
         if done is not None:
             while number in done and (number != self._first or not self._alone):
                 number += 1
-        if self._last is not None and number > self._last:
+        if number > self._end:
             return None
         self._next = number + 1
         return number
@@ -314,7 +332,7 @@ class _IndexedRun:
             # releases the producer then); only a page that was read releases it here.
             self._learn(page)
             self._first_done.set()
-        if self.past_end(number):
+        if number > self._end:  # past_end(number), inline: every page
             return False
         if self.open_ended:
             count = self.count(page.data)
@@ -474,7 +492,18 @@ class _IndexedRun:
             self._first_done.set()
 
     def past_end(self, number: int) -> bool:
-        return self._last is not None and number > self._last
+        return number > self._end  # asked four times a page: one comparison
+
+    @property
+    def _last(self) -> int | None:
+        """The last page number, None while unknown; kept as ``_end`` (infinity while
+        unknown) so that ``past_end`` and ``next``, on every page, compare once."""
+        end = self._end
+        return None if end == math.inf else int(end)
+
+    @_last.setter
+    def _last(self, last: int | None) -> None:
+        self._end = math.inf if last is None else last
 
     @property
     def last(self) -> int | None:
@@ -489,11 +518,11 @@ class _IndexedRun:
         late = spec.start > (0 if isinstance(spec, Offset) else 1)
         return self._cap is not None or spec.stop is not None or late
 
-    def count(self, data: Any) -> int | None:
-        """Records on a page (0 when empty), or None when they cannot be counted."""
+    def _count_items(self, data: Any) -> int | None:
+        """Records on a page by ``items=`` (0 when empty), or None when they cannot be
+        counted."""
         items = self._items
-        if items is None:
-            return count_records(data)
+        assert items is not None
         records = get_path(data, items) if isinstance(items, str) else items(data)
         if not records:
             return 0
@@ -501,8 +530,8 @@ class _IndexedRun:
 
     def end_at(self, last: int) -> None:
         """The data ends at page ``last`` (the end only ever moves down)."""
-        if self._last is None or last < self._last:
-            self._last = last
+        if last < self._end:
+            self._end = last
             self.on_end(last)
 
     def adopt(self, page: Page[Any]) -> bool:

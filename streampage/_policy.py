@@ -158,13 +158,14 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
     and ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` (GitHub and others: often a Unix
     time). A reset larger than a billion is taken as a Unix time.
     """
-    reset_name = "RateLimit-Reset"
     remaining = headers.get("RateLimit-Remaining")
     if remaining is None:
-        reset_name = "X-RateLimit-Reset"
         remaining = headers.get("X-RateLimit-Remaining")
         if remaining is None:
-            return None  # no budget announced: every response of most APIs
+            return None  # no budget announced: every response of most APIs (first, cheap)
+        reset_name = "X-RateLimit-Reset"
+    else:
+        reset_name = "RateLimit-Reset"
     try:
         if int(remaining.split(",")[0].strip()) > 0:
             return None
@@ -396,6 +397,9 @@ class PoolControl:
         self._tolerance = self._interval * (rate.burst - 1) if rate else 0.0
         self._tat = 0.0  # GCRA "theoretical arrival time"
         self._burst = rate.burst if rate else 1
+        #: no rate limit and no pause so far: ``must_wait`` is False without reading the
+        #: clock (asked before every attempt); False for good once either is set
+        self.steady = not rate
         self.adaptive = _Adaptive(concurrency, emit=emit) if adaptive else None
         #: told of every wait a server asked for (Retry-After on a 429/503, a rate-limit
         #: budget gone): a sharded job passes it on to its other shards
@@ -406,6 +410,8 @@ class PoolControl:
         moves as shards start and end); None lifts it."""
         self._interval = 1 / per_second if per_second else 0.0
         self._tolerance = self._interval * (self._burst - 1)
+        if per_second:
+            self.steady = False
 
     def throttled(self, seconds: float) -> None:
         """A server asked for a wait of ``seconds``: tell whoever listens."""
@@ -415,6 +421,7 @@ class PoolControl:
     def pause(self, seconds: float, reason: str = "") -> None:
         """Hold every worker for ``seconds`` from now (a long Retry-After, a budget gone);
         the adaptive limit then lets them back a few at a time."""
+        self.steady = False
         now = time.monotonic()
         until = now + seconds
         if until > self._paused_until:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from ._checkpoint import Checkpoint, has_credentials, source_id
+from ._decode import count_records
 from ._errors import ConfigurationError
 from ._evidence import Tally, own_totals
 from ._pagination import Paginator, PaginatorRun
@@ -27,6 +28,8 @@ ParamValue = str | int | float
 #: body digests kept per source (at least this many, at most twice): far more than the
 #: pages in flight at once
 _DIGESTS = 1024
+#: the window's size when its older half goes
+_MOST_DIGESTS = 2 * _DIGESTS
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,24 @@ class Walk:
     spawns: bool = False
     #: the decoder of its pages, when not the stream's (a parent's, under then())
     decoder: Any = None
+    #: the run's record counter (count_records when it has none), looked up once, not
+    #: on every page
+    count: Callable[[Any], int | None] = field(init=False)
+    #: whether the run walks (its page URLs go into a checkpoint); None when the run
+    #: decides as it goes (pages=auto: a property), to be asked on every page
+    walks: bool | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.on_settle = getattr(self.run, "settled", None)
+        run = self.run
+        self.on_settle = getattr(run, "settled", None)
+        self.count = getattr(run, "count", count_records)
+        fixed = not isinstance(getattr(type(run), "walks", None), property)
+        self.walks = bool(getattr(run, "walks", False)) if fixed else None
+
+    def walked(self) -> bool:
+        """Whether the run walks (see ``walks``), now."""
+        walks = self.walks
+        return bool(getattr(self.run, "walks", False)) if walks is None else walks
 
     def forget(self, number: int) -> None:
         """Page ``number``'s body was rejected (validate=): it is fetched again, and its
@@ -152,11 +170,12 @@ class Walk:
         fan-out must not deliver one copy before the neighbours meet). None otherwise."""
         digests = self.digests
         digests[number] = digest
-        if len(digests) > 2 * _DIGESTS:
+        if len(digests) > _MOST_DIGESTS:
             # the older half goes at once: deleting the oldest one at a time made every
             # page step over the dict's deleted entries to find it (~0.5 µs a page)
             self.digests = digests = dict(islice(digests.items(), _DIGESTS, None))
-        if number == self.first:
+        first = self.first
+        if number == first:
             self.first_digest = digest
             for other, seen in digests.items():  # pages that answered before the first
                 if seen == digest and other != number:
@@ -165,8 +184,10 @@ class Walk:
             return number, number - 1
         if digests.get(number + 1) == digest:
             return number + 1, number
-        first = self.first
-        if first is not None and number != first and digest == self.first_digest:
+        # the first page's digest is compared first: it differs on almost every page (a
+        # digest is set only once the first page is in, so `first` is then not None)
+        if digest == self.first_digest and number != first:
+            assert first is not None
             return number, first
         return None
 

@@ -31,7 +31,7 @@ import msgspec
 
 from ._auto import Auto
 from ._checkpoint import source_id
-from ._decode import count_records, decoder_for
+from ._decode import decoder_for
 from ._engine import FLUSH, Engine
 from ._errors import ConfigurationError, IncompleteError, PageError, StreamPageError
 from ._evidence import Completeness
@@ -293,42 +293,41 @@ class Stream(Generic[T]):
         try:
             if self._ordered:
                 return await self._next_ordered(engine)
-            return await self._next_unordered(engine)
+            # Unordered: results as they come, taken here rather than in a method of its
+            # own (one coroutine a page, not two).
+            results = engine.results
+            ready = results.items
+            moved = engine.window_moved
+            while True:
+                walk, _seq, number, payload = ready.popleft() if ready else await results.get()
+                if walk is None:
+                    if payload is FLUSH:
+                        self._flush()
+                    else:
+                        await self._end(engine)
+                    continue
+                engine.outstanding -= 1
+                moved.set()
+                walk.taken += 1
+                if walk.exhausted and walk.taken == walk.handed:
+                    walk.drained.set()
+                if payload.__class__ is Page:  # the common case first
+                    if not walk.run.past_end(number):
+                        if not walk.spawns:
+                            return self._deliver(payload, walk)
+                        self._spawn(payload, walk)
+                        continue
+                    self.stats.past_end += 1
+                    if self._emit is not None:
+                        self._emit(PastEnd(number))
+                elif payload is not None:
+                    self._settle_other(walk, number, payload)
         except asyncio.CancelledError:
             # The consumer is being cancelled. A bare `async for` has no exit hook, and the
             # CancelledError's traceback keeps this Stream alive (so __del__ will not run):
             # stop the engine here.
             self._finish()
             raise
-
-    async def _next_unordered(self, engine: Engine) -> Page[T]:
-        results = engine.results
-        ready = results.items
-        moved = engine.window_moved
-        while True:
-            walk, _seq, number, payload = ready.popleft() if ready else await results.get()
-            if walk is None:
-                if payload is FLUSH:
-                    self._flush()
-                else:
-                    await self._end(engine)
-                continue
-            engine.outstanding -= 1
-            moved.set()
-            walk.taken += 1
-            if walk.exhausted and walk.taken == walk.handed:
-                walk.drained.set()
-            if payload.__class__ is Page:  # the common case first
-                if not walk.run.past_end(number):
-                    if not walk.spawns:
-                        return self._deliver(payload, walk)
-                    self._spawn(payload, walk)
-                    continue
-                self.stats.past_end += 1
-                if self._emit is not None:
-                    self._emit(PastEnd(number))
-            elif payload is not None:
-                self._settle_other(walk, number, payload)
 
     async def _next_ordered(self, engine: Engine) -> Page[T]:
         """Pages in order within each source: a page waits only for its own source's head,
@@ -416,12 +415,14 @@ class Stream(Generic[T]):
         if stats.first_page_at is None:
             stats.first_page_at = perf_counter()
         page: Page[T] = payload
-        count = getattr(walk.run, "count", count_records)(page.data)
+        count = walk.count(page.data)
         walk.tally.observe(page, count)
         if not self._learnt:
             self._learn(walk)
         self._counted = count
-        walks = getattr(walk.run, "walks", False)
+        walks = walk.walks
+        if walks is None:
+            walks = walk.walked()
         self._walked = (page.response.url, walk.command) if walks else None
         return page
 
@@ -431,9 +432,9 @@ class Stream(Generic[T]):
         engine = self._engine
         assert engine is not None and engine.lineage is not None
         self.stats.parent_pages += 1
-        count = getattr(walk.run, "count", count_records)(page.data)
+        count = walk.count(page.data)
         walk.tally.observe(page, count)
-        walked = (page.response.url, walk.command) if getattr(walk.run, "walks", False) else None
+        walked = (page.response.url, walk.command) if walk.walked() else None
         lineage = engine.lineage
         try:
             whole = lineage.parents.extract(page)
