@@ -10,6 +10,7 @@ last page and new pages: the table must then hold each record once, in its new f
 
 from __future__ import annotations
 
+import decimal
 import pickle
 import re
 import sqlite3
@@ -642,3 +643,21 @@ async def test_sqlite_refuses_integer_keys_past_64_bits(tmp_path, page_server):
     target = Target("sqlite", str(tmp_path / "x.db"))
     with pytest.raises(streampage.SinkError, match="past 64 bits"):
         await run(server, target.sink(primary_key="id"))
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        [{"id": decimal.Decimal("NaN")}],  # msgspec encodes it as the string "NaN"
+        [{"id": decimal.Decimal("1")}, {"id": float("nan")}],
+        [{"id": decimal.Decimal("1")}, {"id": decimal.Decimal("sNaN")}],
+    ],
+)
+def test_keys_that_do_not_compare_are_judged_record_by_record(
+    tmp_path: Path, page: list[Any]
+) -> None:
+    """The 64-bit check looks only at keys whose type is int. Its fast path compares the
+    keys (min, max): a Decimal NaN compared by order raises decimal.InvalidOperation, and
+    the page must still be judged by the loop, and staged, not fail with that."""
+    sink = SQLite(tmp_path / "x.db", primary_key="id")
+    assert sink.stage(page) == msgspec.json.Encoder().encode_lines(page)

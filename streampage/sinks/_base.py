@@ -106,11 +106,12 @@ def check_keys(records: Sequence[Any], fields: tuple[str, ...]) -> None:
         # TypeError) goes on to the loop, which says which record and why.
         try:
             values = list(map(_dict_get, records, repeat(fields[0])))
-        except TypeError:
-            pass
-        else:
-            if None not in values:  # identity first: a value equal to None goes on too
+            # identity first: a value equal to None goes on too, and one whose comparison
+            # with None raises (an array, pd.NA) is for the loop to judge
+            if None not in values:
                 return
+        except Exception:  # TypeError: a record that is not a dict
+            pass
     for at, record in enumerate(records):
         if type(record) is dict:  # the common case: a dict lookup a field
             for f in fields:

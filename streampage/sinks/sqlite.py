@@ -135,8 +135,8 @@ def _within_int64(records: Sequence[Any], keys: tuple[str, ...]) -> None:
             low, high = min(values), max(values)
             if type(low) is str or (low >= _INT64_MIN and high <= _INT64_MAX):
                 return
-        except (TypeError, ValueError):  # ValueError: no records
-            pass
+        except Exception:  # TypeError, ValueError (no records), a Decimal
+            pass  # NaN's InvalidOperation...: whatever the comparison raises, the loop judges
     for record in records:
         if type(record) is dict:
             for key in keys:

@@ -1,4 +1,6 @@
-"""Review of 22df975..2bbbc27 (engine per-page trims): the paths the trims skip."""
+"""The pool's control from outside the stream (a rate set mid-run, as a sharded job's share
+is; a pause) and the producer's first page alone: the paths that the engine's per-page
+fast paths (PoolControl.steady, next_nowait) skip while nothing was ever set."""
 
 from __future__ import annotations
 
