@@ -128,8 +128,11 @@ class JSONLines(Configured):
     files, its 1 ~3x less than its 6 for files ~27% larger (zlib's 1: ~2.6x less than its
     6, ~45% larger). Either writes standard gzip: a file holds a member per commit, and
     members of both libraries may follow each other in one file (an append or a resume
-    with the other installed), which every gzip reader reads as one stream. Compression
-    runs in the worker thread that writes, beside the fetch on another core."""
+    with the other installed). gzip, zcat, Python's gzip module, pyarrow and Go read the
+    members as one stream; APIs that stop at the first member (``zlib.decompressobj``,
+    ``deflate.gzip_decompress``, Rust's ``GzDecoder``, Commons Compress by default) read
+    one commit's records only: use their multi-member form. Compression runs in the
+    worker thread that writes, beside the fetch on another core."""
 
     def __init__(
         self,
