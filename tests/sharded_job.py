@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -83,4 +84,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # SIGINT as in a terminal, even when the test run was started in the background (a
+    # shell starts background jobs with SIGINT ignored, and their children inherit it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

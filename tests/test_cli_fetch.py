@@ -631,8 +631,11 @@ async def test_an_interrupted_run_exits_130_and_says_how_to_go_on(tmp_path: Path
         args = [url, "-o", str(path), "-c", "4", "--batch", "30"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "streampage",
+            "-c",
+            # SIGINT as in a terminal, even when the test run was started in the background
+            # (a shell starts background jobs with SIGINT ignored, and children inherit it)
+            "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " runpy.run_module('streampage', run_name='__main__')",
             "fetch",
             *args,
             stdout=asyncio.subprocess.DEVNULL,
