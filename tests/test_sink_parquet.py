@@ -139,6 +139,51 @@ async def test_a_field_the_first_record_of_a_batch_lacks_is_kept(tmp_path: Path)
     ]
 
 
+@pytest.mark.parametrize("empty_first", [True, False])
+async def test_records_without_fields_are_rows_of_nulls_not_lost(
+    tmp_path: Path, empty_first: bool
+) -> None:
+    # pyarrow makes no rows of a batch of {} records (a table without columns): they
+    # were committed and gone, with the run complete
+    path = tmp_path / "out.parquet"
+    sink = Parquet(path)
+    await sink.open("run")
+    batches = [[{}, {}], [{"a": 1}]] if empty_first else [[{"a": 1}], [{}, {}]]
+    for n, batch in enumerate(batches):
+        await sink.write(batch)
+        await sink.commit("run", cp(n))
+    await sink.finish("run")
+    await sink.close()
+    nulls = [{"a": None}, {"a": None}]
+    assert rows(path) == (nulls + [{"a": 1}] if empty_first else [{"a": 1}, *nulls])
+
+
+@pytest.mark.parametrize("target", ["out.parquet", "out/"])
+async def test_a_run_of_records_without_fields_fails_and_says_so(
+    tmp_path: Path, target: str
+) -> None:
+    sink = Parquet(f"{tmp_path}/{target}")  # (a Path would drop the trailing /)
+    await sink.open("run")
+    await sink.write([{}, {}, {}])
+    await sink.commit("run", cp(1))
+    with pytest.raises(ValueError, match=r"3 records have no fields .*Parquet\(schema=") as e:
+        if target.endswith("/"):
+            await sink.close()  # a folder publishes at close
+        else:
+            await sink.finish("run")
+    assert "Row group size" not in str(e.value)
+    if not target.endswith("/"):
+        await sink.close()
+    # with a schema, they are rows of nulls
+    again = Parquet(tmp_path / "given.parquet", schema=pa.schema([("a", pa.int64())]))
+    await again.open("run")
+    await again.write([{}, {}, {}])
+    await again.commit("run", cp(1))
+    await again.finish("run")
+    await again.close()
+    assert rows(tmp_path / "given.parquet") == [{"a": None}] * 3
+
+
 async def test_close_without_finish_merges_nothing_and_a_later_finish_does(
     tmp_path: Path,
 ) -> None:

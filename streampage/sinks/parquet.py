@@ -695,6 +695,12 @@ class _Groups:
     def add(self, table: Any) -> None:
         if table.num_rows == 0:
             return
+        if not len(self._schema):
+            raise ValueError(
+                f"{table.num_rows} records have no fields ({{}}), and no record of the output "
+                "has any: a Parquet file holds no rows without columns. Pass "
+                "Parquet(schema=...) to write them as rows of nulls"
+            )
         self._held.append(_conform(self._pa, table, self._schema))
         self._rows += table.num_rows
         if self._rows >= self._target:
@@ -721,7 +727,13 @@ def _from_pylist(pa: Any, rows: Sequence[Any], schema: Any) -> Any:
                 names.update(dict.fromkeys(row))
         if len(names) > len(first):
             rows = [{name: first.get(name) for name in names}, *rows[1:]]
-    return pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    if table.num_rows != len(rows):
+        # records without a field ({}) make a table without columns, and pyarrow gives it
+        # no rows: they would be committed and lost. Rows without columns, they become
+        # rows of nulls once another batch has columns (see _conform).
+        table = pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
+    return table
 
 
 def _conform(pa: Any, table: Any, schema: Any) -> Any:
