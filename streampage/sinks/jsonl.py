@@ -423,7 +423,7 @@ class JSONLines(Configured):
         check_names(self, self._held, name)
         raw = checkpoint_json(checkpoint)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if rows < 0:  # staged: a record a line
+        if rows < 0 and self.folder:  # staged: a record a line (a folder counts its rows)
             rows = data.count(b"\n")
         if data and self._fd is None:
             self._start_part()
