@@ -179,7 +179,8 @@ def rate_limit_pause(headers: CIMultiDictProxy[str], now: float | None = None) -
 
 #: Answers remembered by the adaptive limit, with the in-flight counts they were sent at.
 _REMEMBERED = 64
-#: In flight at the start, before any response: the limit then doubles each round trip.
+#: In flight at the start, before any response: the limit then doubles each round trip
+#: until the first refusal, and grows by half a round trip after one (see _Adaptive).
 _SLOW_START = 8
 #: Above the level where congestion last struck, the limit grows by one every this many
 #: round trips: probing slowly is what keeps 429s rare once the server's level is found.
@@ -200,12 +201,15 @@ class _Adaptive:
     server accepts that level, so the limit drops to it at once (not by half: halving
     overshoots, and every regrowth trips the server again). Refusals spread over every
     level (a share of requests throttled at random, faults, a budget) cut nothing; their
-    pages wait their own Retry-After. The limit starts at a few requests and grows by half
-    each round trip up to ``concurrency`` or the known level (TCP's slow start, RFC 5681,
-    made gentler: doubling overshoots a server's level by as much as it knows; again after
-    a pool-wide pause); at or above the known level it grows by one every
-    ``_PROBE_ROUND_TRIPS`` round trips, in case the server accepts more now, after a quiet
-    time that doubles each time the same level is found again.
+    pages wait their own Retry-After. The limit starts at a few requests and doubles each
+    round trip (TCP's slow start, RFC 5681) up to ``concurrency``, until the server refuses
+    one; from then on, and after a pool-wide pause, it grows by half a round trip up to the
+    known level (gentler: doubling overshoots a server's level by as much as it knows). A
+    healthy server never refuses, and every round trip of the start is pages not fetched:
+    ~6% of a 10^4-page run at 20 ms and concurrency 200 grew by half, ~3% doubling. At or
+    above the known level it grows by one every ``_PROBE_ROUND_TRIPS`` round trips, in case
+    the server accepts more now, after a quiet time that doubles each time the same level
+    is found again.
     """
 
     ceiling: int
@@ -220,6 +224,8 @@ class _Adaptive:
     cut_at: float = float("-inf")
     quiet: float = 0.0
     suspect: float | None = None
+    #: no refusal yet, nor a pool-wide pause: the limit doubles each round trip (see above)
+    fresh: bool = True
     #: the last answers: (the level a request was sent at, whether it succeeded)
     answers: deque[tuple[int, bool]] = field(default_factory=lambda: deque(maxlen=_REMEMBERED))
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
@@ -285,6 +291,7 @@ class _Adaptive:
         self.inflight -= 1
         if status in CONGESTION_STATUSES:
             before = self.limit
+            self.fresh = False
             self.answers.append((level, False))
             self._refused(level)
             self._changed(before)
@@ -296,11 +303,13 @@ class _Adaptive:
             self._wake()
 
     def _grow(self) -> None:
-        """A success below the ceiling: x1.5 a round trip up to the known level, then a
-        slow probe past it once the quiet time is over."""
+        """A success below the ceiling: x2 a round trip until the first refusal, then x1.5
+        up to the known level, then a slow probe past it once the quiet time is over."""
         limit = before = self.limit
         if limit < self.known:
-            limit += 0.5  # x1.5 a round trip: an overshoot past the server's level is small
+            # x2 a round trip at first; x1.5 once refused: an overshoot past the server's
+            # level is then small
+            limit += 1.0 if self.fresh else 0.5
             self.limit = min(float(self.ceiling), limit)
         elif time.monotonic() - self.cut_at >= self.quiet:
             limit += 1.0 / (_PROBE_ROUND_TRIPS * limit)
@@ -356,8 +365,10 @@ class _Adaptive:
         self.limit = self.known = found
 
     def restart(self) -> None:
-        """After a pool-wide pause: come back with a couple of requests, then double."""
+        """After a pool-wide pause: come back with a couple of requests, then grow by half
+        each round trip."""
         before = int(self.limit)
+        self.fresh = False
         self.known = max(self.known, self.limit)
         self.limit = min(self.limit, 2.0)
         self.fence = self.sent

@@ -150,3 +150,56 @@ async def test_adaptive_with_a_shared_retry_after_pause(fault_server):
 
     assert numbers(pages) == Counter(range(1, 21))
     assert server.statuses()[429] == 4
+
+
+async def test_a_healthy_server_is_reached_at_full_concurrency_in_a_few_round_trips(
+    fault_server,
+):
+    # the start doubles each round trip (8, 16, 32, 64): the 64th request of the fourth
+    # round trip is the 120th; growing by half (8, 12, 18, 27, 40, 60, 64) it was the
+    # 187th. Every round trip of the start is pages a healthy server was not asked for.
+    concurrency, total = 64, 600
+    server = await fault_server(delay=0.05)
+    s = streampage.stream(
+        server.url, pages=PageNumber(stop=total), concurrency=concurrency, retry=fast_retry()
+    )
+
+    pages = await collect(s, within=30)
+
+    assert len(pages) == total
+    first = max(h.in_flight for h in server.hits[:8])
+    assert first <= 8, f"{first} in flight before any answer: the start is 8"
+    full = next(i for i, h in enumerate(server.hits) if h.in_flight >= concurrency)
+    assert full < 140, f"{full} requests before {concurrency} were in flight"
+
+
+def test_the_start_doubles_until_a_refusal_then_grows_by_half() -> None:
+    from streampage._policy import _Adaptive
+
+    def round_trip(limit: _Adaptive, status: int = 200) -> None:
+        tickets = []
+        while (ticket := limit.take()) is not None:
+            tickets.append(ticket)
+        for ticket in tickets:
+            limit.release(ticket, status)
+
+    adaptive = _Adaptive(ceiling=100)
+    assert int(adaptive.limit) == 8
+    round_trip(adaptive)
+    assert int(adaptive.limit) == 16
+    round_trip(adaptive)
+    assert int(adaptive.limit) == 32
+    # a refusal (not one concurrency explains: nothing is cut), then x1.5 a round trip
+    ticket = adaptive.take()
+    assert ticket is not None
+    adaptive.release(ticket, 429)
+    assert int(adaptive.limit) == 32
+    round_trip(adaptive)
+    assert int(adaptive.limit) == 48
+    # after a pool-wide pause too: back at 2, then x1.5
+    fresh = _Adaptive(ceiling=100)
+    fresh.restart()
+    assert int(fresh.limit) == 2
+    for expected in (3, 4, 6, 9):
+        round_trip(fresh)
+        assert int(fresh.limit) == expected
