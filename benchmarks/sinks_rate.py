@@ -95,6 +95,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work" / "sinks_rate"
 RESULTS = HERE / "results"
+#: the environment every client runs with: glibc's mmap threshold fixed (``--allocator
+#: fixed``, the default) or as the process's history leaves it (``--allocator as-is``).
+#: asyncio reads each response into a new 256 KiB buffer, which glibc serves with mmap,
+#: mremap and munmap (~20 µs a page) unless an earlier free raised its threshold: which
+#: client pays it is luck, and it swung the no-sink reference by 10-15% between runs
+#: (docs/performance.md, "The allocator"). Set in main().
+ALLOCATOR: dict[str, str] = {}
+FIXED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "4194304"}
 
 #: --sinks names: (shown as, clients.py client, target file name in a fresh folder)
 SINKS: dict[str, tuple[str, str, str]] = {
@@ -630,7 +638,7 @@ def run_client(
             text=True,
             timeout=60 + args.pages / 50,
             check=False,
-            env={**os.environ, "PYTHONPATH": str(code.src)},
+            env={**os.environ, **ALLOCATOR, "PYTHONPATH": str(code.src)},
         )
     except subprocess.TimeoutExpired:
         return {"failed": "timed out"}
@@ -699,7 +707,7 @@ def profile_once(
             text=True,
             timeout=300,
             check=False,
-            env={**os.environ, "PYTHONPATH": f"{code.src}{os.pathsep}{HERE}"},
+            env={**os.environ, **ALLOCATOR, "PYTHONPATH": f"{code.src}{os.pathsep}{HERE}"},
         )
         if done.returncode != 0 or not out.exists():
             tail = " | ".join(done.stderr.strip().splitlines()[-4:])
@@ -887,7 +895,7 @@ def count_instructions(
             text=True,
             timeout=1800,
             check=False,
-            env={**os.environ, "PYTHONPATH": str(code.src)},
+            env={**os.environ, **ALLOCATOR, "PYTHONPATH": str(code.src)},
         )
         if done.returncode != 0 or not out.exists():
             log(f"callgrind {code.label} {kind}: {done.stderr.strip()[-300:]}")
@@ -999,6 +1007,12 @@ def parse_args() -> argparse.Namespace:
         help="also count each sink's instructions per page under valgrind (~1 min a run)",
     )
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--allocator",
+        choices=("fixed", "as-is"),
+        default="fixed",
+        help="glibc's mmap threshold for every client: fixed (default) or left to luck",
+    )
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--quick", action="store_true", help="2,000 pages, 1 round")
     parser.add_argument("--out", type=Path, default=None)
@@ -1010,6 +1024,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.allocator == "fixed":
+        ALLOCATOR.update(FIXED_ALLOCATOR)
     kinds = ["none", *[k for k in args.sinks.split(",") if k and k != "none"]]
     unknown = set(kinds) - set(SINKS)
     if unknown:
@@ -1097,7 +1113,15 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Client pinned to CPU 1, nginx (one worker) and PostgreSQL "
         f"to CPU 0: {pin}. Load average at the end: {load[0]:.2f} (other work shares the "
-        "machine: the interleaved rounds give it to every client alike). "
+        "machine: the interleaved rounds give it to every client alike). glibc's mmap "
+        + (
+            "threshold fixed for every client, no sink included ("
+            + ", ".join(f"{k}={v}" for k, v in FIXED_ALLOCATOR.items())
+            + "): which client pays asyncio's 256 KiB read buffers as mmap/munmap is "
+            "otherwise the luck of its allocation history (docs/performance.md). "
+            if ALLOCATOR
+            else "threshold as each client's history leaves it (--allocator as-is). "
+        )
         + "; ".join(f"{c.label}: {c.what}" for c in codes)
         + ".",
         "",
