@@ -1120,7 +1120,8 @@ def main() -> None:
             + "): which client pays asyncio's 256 KiB read buffers as mmap/munmap is "
             "otherwise the luck of its allocation history (docs/performance.md). "
             if ALLOCATOR
-            else "threshold as each client's history leaves it (--allocator as-is). "
+            else "threshold as the environment and each client's history leave it "
+            "(--allocator as-is). "
         )
         + "; ".join(f"{c.label}: {c.what}" for c in codes)
         + ".",

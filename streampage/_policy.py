@@ -206,7 +206,7 @@ class _Adaptive:
     one; from then on, and after a pool-wide pause, it grows by half a round trip up to the
     known level (gentler: doubling overshoots a server's level by as much as it knows). A
     healthy server never refuses, and every round trip of the start is pages not fetched:
-    ~6% of a 10^4-page run at 20 ms and concurrency 200 grew by half, ~3% doubling. At or
+    ~7% of a 10^4-page run at 20 ms and concurrency 200 growing by half, ~5% doubling. At or
     above the known level it grows by one every ``_PROBE_ROUND_TRIPS`` round trips, in case
     the server accepts more now, after a quiet time that doubles each time the same level
     is found again.

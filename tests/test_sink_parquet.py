@@ -159,29 +159,69 @@ async def test_records_without_fields_are_rows_of_nulls_not_lost(
 
 
 @pytest.mark.parametrize("target", ["out.parquet", "out/"])
-async def test_a_run_of_records_without_fields_fails_and_says_so(
+async def test_records_without_fields_wait_for_columns_and_finish_says_so(
     tmp_path: Path, target: str
 ) -> None:
-    sink = Parquet(f"{tmp_path}/{target}")  # (a Path would drop the trailing /)
+    # No record has a field yet: no Parquet file can hold the rows. They stay committed
+    # (a folder publishes nothing, at close or at part_rows), the run's finish fails and
+    # says why, and a later run whose records have fields gives them their columns.
+    path = f"{tmp_path}/{target}"  # (a Path would drop the trailing /)
+    sink = Parquet(path, part_rows=2)
+    await sink.open("run")
+    await sink.write([{}, {}, {}])
+    await sink.commit("run", cp(1))  # a folder's part_rows publish: not yet, and no error
+    with pytest.raises(ValueError, match=r"3 committed records have no fields .*schema="):
+        await sink.finish("run")
+    await sink.close()
+    assert await stored(path, "run") == cp(1)
+
+    again = Parquet(path)
+    await again.open("run")  # a folder publishes what a run left committed: not these yet
+    await again.write([{"a": 1}])
+    await again.commit("run", cp(2))
+    await again.finish("run")
+    await again.close()
+    got = rows(Path(path)) if target.endswith(".parquet") else dataset_rows(Path(path))
+    assert got == [{"a": None}] * 3 + [{"a": 1}]
+
+
+async def test_a_folder_killed_after_committing_records_without_fields_opens_again(
+    tmp_path: Path,
+) -> None:
+    folder = f"{tmp_path}/out/"
+    sink = Parquet(folder)
+    await sink.open("run")
+    await sink.write([{}, {}])
+    await sink.commit("run", cp(1))
+    crash(sink)
+    again = Parquet(folder)
+    assert await again.open("run") == cp(1)  # its open publishes nothing it cannot hold
+    await again.write([{"b": "x"}])
+    await again.commit("run", cp(2))
+    await again.finish("run")
+    await again.close()
+    assert dataset_rows(Path(folder)) == [{"b": None}, {"b": None}, {"b": "x"}]
+
+
+async def test_records_without_fields_with_a_schema_are_rows_of_nulls(tmp_path: Path) -> None:
+    sink = Parquet(tmp_path / "given.parquet", schema=pa.schema([("a", pa.int64())]))
     await sink.open("run")
     await sink.write([{}, {}, {}])
     await sink.commit("run", cp(1))
-    with pytest.raises(ValueError, match=r"3 records have no fields .*Parquet\(schema=") as e:
-        if target.endswith("/"):
-            await sink.close()  # a folder publishes at close
-        else:
-            await sink.finish("run")
-    assert "Row group size" not in str(e.value)
-    if not target.endswith("/"):
-        await sink.close()
-    # with a schema, they are rows of nulls
-    again = Parquet(tmp_path / "given.parquet", schema=pa.schema([("a", pa.int64())]))
-    await again.open("run")
-    await again.write([{}, {}, {}])
-    await again.commit("run", cp(1))
-    await again.finish("run")
-    await again.close()
+    await sink.finish("run")
+    await sink.close()
     assert rows(tmp_path / "given.parquet") == [{"a": None}] * 3
+
+
+class NoFields(msgspec.Struct):
+    pass
+
+
+@pytest.mark.parametrize("schema", [pa.schema([]), NoFields])
+def test_a_schema_without_columns_is_refused(tmp_path: Path, schema: Any) -> None:
+    # it held no rows at all: every record was dropped, and the run said complete
+    with pytest.raises(streampage.ConfigurationError, match="has no columns"):
+        Parquet(tmp_path / "out.parquet", schema=schema)
 
 
 async def test_close_without_finish_merges_nothing_and_a_later_finish_does(

@@ -60,7 +60,10 @@ column that was all null gets the type of later values, ints widen to floats, a 
 column is null); a conflict (text in a column of numbers) fails that write, before its
 commit. With a given schema, keys that are not in it are dropped, as ``pyarrow`` does.
 Inferred, a folder's new parts start from the schema of its last part, so that its columns
-go on.
+go on. A record without any field (``{}``) is a row of nulls; while no record of the target
+has a field, there are no columns to hold such rows, so they wait, committed: a folder does
+not publish them, and ``finish`` fails and says so (records with fields, in this run or a
+resumed one, or a ``schema``, give them their columns). A given schema needs a column.
 """
 
 from __future__ import annotations
@@ -165,6 +168,11 @@ class Parquet(Configured):
             raise ConfigurationError(
                 f"Parquet(schema={schema!r}): pass a pyarrow.Schema, a msgspec.Struct type, "
                 "or None to infer it from the records"
+            )
+        if self._schema is not None and not len(self._schema):
+            raise ConfigurationError(
+                f"Parquet(schema={schema!r}) has no columns: a Parquet file holds no rows "
+                "without columns. Name at least one, or pass None to infer them"
             )
         #: what the target holds, recorded in its journal: another format is refused
         self.format = "parquet"
@@ -533,8 +541,35 @@ class Parquet(Configured):
 
     # ------------------------------------------------------------------ finish and close
 
+    def _columnless(self) -> int:
+        """The committed rows that no Parquet file can hold yet: every committed record, and
+        every record of the output, without a field (a file has no rows without columns).
+        They wait, committed and staged, for a batch with fields (then they are rows of
+        nulls); a folder does not publish them meanwhile, and ``finish`` refuses to call
+        such a run complete."""
+        parts = self._committed
+        if not parts:
+            return 0
+        if self.folder:
+            base = self._base
+        else:
+            base = None
+            if self._replacing is None and self._has_output():
+                base = self._footer_schema(self.path)
+        if len(self._target(parts, base)):
+            return 0
+        return sum(self._rows.get(k, 0) for k in parts)
+
     def _finish(self) -> None:
         self._drop_pending()
+        waiting = self._columnless()
+        if waiting:
+            raise ValueError(
+                f"{waiting} committed records have no fields ({{}}), and no record of the "
+                "output has any: a Parquet file holds no rows without columns. They stay "
+                "committed, and become rows of nulls when records with fields come (a later "
+                "run, resume=True), or pass Parquet(schema=...)"
+            )
         if not self.folder:
             self._merge()
             return
@@ -615,6 +650,8 @@ class Parquet(Configured):
         if not parts:
             return []
         target = self._target(parts, self._base)
+        if not len(target):
+            return []  # no record has a field yet: they wait for one (see _columnless)
         chunks: list[list[int]] = [[]]
         rows = 0
         for k in parts:
@@ -695,12 +732,6 @@ class _Groups:
     def add(self, table: Any) -> None:
         if table.num_rows == 0:
             return
-        if not len(self._schema):
-            raise ValueError(
-                f"{table.num_rows} records have no fields ({{}}), and no record of the output "
-                "has any: a Parquet file holds no rows without columns. Pass "
-                "Parquet(schema=...) to write them as rows of nulls"
-            )
         self._held.append(_conform(self._pa, table, self._schema))
         self._rows += table.num_rows
         if self._rows >= self._target:
@@ -731,7 +762,7 @@ def _from_pylist(pa: Any, rows: Sequence[Any], schema: Any) -> Any:
     if table.num_rows != len(rows):
         # records without a field ({}) make a table without columns, and pyarrow gives it
         # no rows: they would be committed and lost. Rows without columns, they become
-        # rows of nulls once another batch has columns (see _conform).
+        # rows of nulls once a batch has columns (see _conform, _columnless).
         table = pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
     return table
 
