@@ -203,6 +203,28 @@ async def test_a_folder_killed_after_committing_records_without_fields_opens_aga
     assert dataset_rows(Path(folder)) == [{"b": None}, {"b": None}, {"b": "x"}]
 
 
+async def test_a_replace_of_records_without_fields_waits_for_columns_too(tmp_path: Path) -> None:
+    # the replace's finish fails before it takes effect; a later run with fields finishes it
+    folder = f"{tmp_path}/out/"
+    sink = Parquet(folder)
+    await sink.open("run")
+    await sink.replace("run")
+    await sink.write([{}, {}])
+    await sink.commit("run", cp(1))
+    with pytest.raises(ValueError, match="2 committed records have no fields"):
+        await sink.finish("run")
+    await sink.close()
+    assert visible(Path(folder)) == []
+
+    again = Parquet(folder)
+    assert await again.open("run") == cp(1)
+    await again.write([{"a": 1}])
+    await again.commit("run", cp(2))
+    await again.finish("run")
+    await again.close()
+    assert dataset_rows(Path(folder)) == [{"a": None}, {"a": None}, {"a": 1}]
+
+
 async def test_records_without_fields_with_a_schema_are_rows_of_nulls(tmp_path: Path) -> None:
     sink = Parquet(tmp_path / "given.parquet", schema=pa.schema([("a", pa.int64())]))
     await sink.open("run")

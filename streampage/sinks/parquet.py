@@ -541,49 +541,39 @@ class Parquet(Configured):
 
     # ------------------------------------------------------------------ finish and close
 
-    def _columnless(self) -> int:
-        """The committed rows that no Parquet file can hold yet: every committed record, and
-        every record of the output, without a field (a file has no rows without columns).
-        They wait, committed and staged, for a batch with fields (then they are rows of
-        nulls); a folder does not publish them meanwhile, and ``finish`` refuses to call
-        such a run complete."""
-        parts = self._committed
-        if not parts:
-            return 0
-        if self.folder:
-            base = self._base
-        else:
-            base = None
-            if self._replacing is None and self._has_output():
-                base = self._footer_schema(self.path)
-        if len(self._target(parts, base)):
-            return 0
-        return sum(self._rows.get(k, 0) for k in parts)
-
     def _finish(self) -> None:
         self._drop_pending()
-        waiting = self._columnless()
-        if waiting:
-            raise ValueError(
-                f"{waiting} committed records have no fields ({{}}), and no record of the "
-                "output has any: a Parquet file holds no rows without columns. They stay "
-                "committed, and become rows of nulls when records with fields come (a later "
-                "run, resume=True), or pass Parquet(schema=...)"
-            )
         if not self.folder:
             self._merge()
             return
         if self._replacing is None:
             self._publish()
+            if self._committed:  # left unpublished: rows without columns (_merge_parts)
+                raise self._columnless()
             return
         # The new parts are merged (hidden) before the old ones go, so that a reader never
         # waits out a merge on an empty folder; the journal then says the replace is done
         # (from here a kill is rolled forward by open), the old parts go and the new come.
         merged = self._merge_parts()
+        if self._committed and not merged:
+            raise self._columnless()  # before the old output goes
         self._journal.append(Entry(replaced=self._replacing))
         drop_below(self.path, _PART, self._replacing)
         self._replacing = None
         self._place(merged)
+
+    def _columnless(self) -> ValueError:
+        """The error of a ``finish`` whose committed records, and the output's, all lack
+        fields: no Parquet file holds rows without columns. They wait, committed and
+        staged, for a batch with fields (then they are rows of nulls); a folder does not
+        publish them meanwhile."""
+        waiting = sum(self._rows.get(k, 0) for k in self._committed)
+        return ValueError(
+            f"{waiting} committed records have no fields ({{}}), and no record of the output "
+            "has any: a Parquet file holds no rows without columns. They stay committed, and "
+            "become rows of nulls when records with fields come (a later run, resume=True), "
+            "or pass Parquet(schema=...)"
+        )
 
     def _close(self) -> None:
         try:
@@ -621,6 +611,8 @@ class Parquet(Configured):
             try:
                 base = None if old is None else old.schema_arrow.remove_metadata()
                 target = self._target(parts, base)
+                if not len(target):
+                    raise self._columnless()
                 self._write_merged(parts, target, last, old)
             finally:
                 if old is not None:
