@@ -649,7 +649,7 @@ def stream(
     once over one keep-alive session. ``ordered=True`` yields pages in page order through a
     reorder window of ``window`` pages (default ``4 * concurrency``) inside which workers keep
     fetching while a slow page holds the head. ``buffer`` bounds the pages fetched but not yet
-    consumed (default ``min(concurrency, 16)``). ``params`` are added to the URL's query (never
+    consumed (default ``min(concurrency, 4)``). ``params`` are added to the URL's query (never
     mutated); ``max_pages`` caps the number of pages whatever the paginator says.
 
     Resilience: ``retry`` (``True``: ``RetryPolicy()``, 10 attempts, equal-jitter backoff from
@@ -693,10 +693,13 @@ def stream(
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency={concurrency!r} must be a whole number >= 1")
     if buffer is None:
-        # Small on purpose: decoded pages waiting in the buffer survive young garbage
-        # collections and get promoted, and a deep buffer made the collector run every few
-        # dozen pages (~10 µs a page measured at 50); a slow consumer is backpressure anyway.
-        buffer = min(concurrency, 16)
+        # Small on purpose: the collector's youngest generation is collected every ~700
+        # objects allocated and not yet freed, and pages waiting for the consumer are such
+        # objects (~40 each for 14 records). 16 of them took it past the threshold on their
+        # own: at concurrency 200 (20 ms) the young collections went 31-32 → 61-71 a 10^4-page
+        # run, 7-10 → 36-46 ms, each walking the young requests in flight too. The requests
+        # in flight are the slack between fetch and consumer; the buffer only smooths it.
+        buffer = min(concurrency, 4)
     elif isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ConfigurationError(f"buffer={buffer!r} must be a whole number >= 1")
     if window is None:
