@@ -20,6 +20,7 @@ from typing import Any
 from runs import LABELS, REFERENCE, SINK_REFERENCE, SINKS_DIR, SOURCES_REFERENCE, label
 from scenarios import CLEAN, Scenario
 from servers import (
+    FIXED_ALLOCATOR,
     HERE,
     PAGE_BYTES,
     PER_PAGE,
@@ -472,6 +473,19 @@ def build_notes(
         f"Medians of {rounds} interleaved rounds (client order rotated each round); each run "
         "is a fresh process. Spread is ±half the min-max range of pages/s.",
     ]
+    if getattr(args, "allocator", "as-is") == "fixed":
+        notes.append(
+            "glibc's mmap threshold fixed for every client ("
+            + ", ".join(f"{k}={v}" for k, v in FIXED_ALLOCATOR.items())
+            + "): otherwise asyncio's 256 KiB read buffers cost a client mmap, mremap and "
+            "munmap a read (~20 µs a page) or not, by the luck of its allocation history "
+            "(docs/performance.md); `--allocator as-is` leaves it."
+        )
+    else:
+        notes.append(
+            "glibc's mmap threshold left as each client's allocation history sets it "
+            "(`--allocator as-is`): asyncio clients' ratios carry up to ±15% of that luck."
+        )
     if any(s.kind in ("throughput", "latency") for s in scenarios):
         notes += [
             "x hand (asyncio): pages/s over the hand-written loop on asyncio's loop, same "
@@ -498,7 +512,7 @@ def build_notes(
     faults = next((s for s in scenarios if s.kind == "faults"), None)
     if faults is not None:
         backoff = (
-            "its default RetryPolicy() (5 attempts, full-jitter backoff from 0.1 s)"
+            "its default RetryPolicy() (10 attempts, equal-jitter backoff from 20 ms)"
             if args.retry_backoff is None
             else f"RetryPolicy(backoff={args.retry_backoff:g})"
         )

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from scenarios import Scenario
 
 CLIENTS_PY = HERE / "clients.py"
+#: added to every client's environment: servers.FIXED_ALLOCATOR unless bench.py's
+#: ``--allocator as-is`` (set by bench.py's main)
+ALLOCATOR: dict[str, str] = {}
 SINKS_DIR = WORK / "sinks"
 
 #: the reference: every "x hand" ratio is a client's pages/s over this one's, same scenario
@@ -147,7 +150,7 @@ def run_client(
             text=True,
             timeout=60 + pages / 100,
             check=False,
-            env={**os.environ, "PYTHONPATH": str(src)},
+            env={**os.environ, **ALLOCATOR, "PYTHONPATH": str(src)},
         )
     except subprocess.TimeoutExpired:
         return {"client": client, "failed": "timed out", "pages_expected": pages}

@@ -89,20 +89,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servers import PER_PAGE, free_port, page_body  # the pages bench.py serves
+from servers import FIXED_ALLOCATOR, PER_PAGE, free_port, page_body  # as bench.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work" / "sinks_rate"
 RESULTS = HERE / "results"
 #: the environment every client runs with: glibc's mmap threshold fixed (``--allocator
-#: fixed``, the default) or as the process's history leaves it (``--allocator as-is``).
-#: asyncio reads each response into a new 256 KiB buffer, which glibc serves with mmap,
-#: mremap and munmap (~20 µs a page) unless an earlier free raised its threshold: which
-#: client pays it is luck, and it swung the no-sink reference by 10-15% between runs
-#: (docs/performance.md, "The allocator"). Set in main().
+#: fixed``, the default: servers.FIXED_ALLOCATOR) or as the process's history leaves it
+#: (``--allocator as-is``). Set in main().
 ALLOCATOR: dict[str, str] = {}
-FIXED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "4194304"}
 
 #: --sinks names: (shown as, clients.py client, target file name in a fresh folder)
 SINKS: dict[str, tuple[str, str, str]] = {

@@ -28,8 +28,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from servers import FIXED_ALLOCATOR  # (this folder is first on sys.path)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: added to every client's environment: FIXED_ALLOCATOR unless ``--allocator as-is``
+ALLOCATOR: dict[str, str] = {}
 
 
 def snapshot(rev: str, into: Path) -> Path:
@@ -60,7 +64,7 @@ def run(
     client: str, src: Path | None, url: str, pages: int, concurrency: int
 ) -> tuple[float, float]:
     """(CPU µs a page, pages/s) of one run in a fresh process."""
-    env = dict(os.environ)
+    env = {**os.environ, **ALLOCATOR}
     env.pop("PYTHONPATH", None)
     if src is not None:
         env["PYTHONPATH"] = str(src)
@@ -78,12 +82,24 @@ def main() -> None:
     parser.add_argument("--concurrency", default="50", help="comma-separated")
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--allocator",
+        choices=("fixed", "as-is"),
+        default="fixed",
+        help="glibc's mmap threshold for every client: fixed (default) or left to luck",
+    )
     args = parser.parse_args()
+    if args.allocator == "fixed":
+        ALLOCATOR.update(FIXED_ALLOCATOR)
     with tempfile.TemporaryDirectory() as work:
         clients: list[tuple[str, str, Path | None]] = [("hand-written loop", "handloop", None)]
         for rev in args.revs.split(","):
             clients.append((f"streampage {rev}", "streampage", snapshot(rev, Path(work))))
-        print(f"{args.url}, {args.pages:,} pages, medians of {args.rounds} interleaved rounds")
+        fixed = "allocator threshold fixed" if ALLOCATOR else "allocator as-is"
+        print(
+            f"{args.url}, {args.pages:,} pages, medians of {args.rounds} interleaved rounds, "
+            f"{fixed}"
+        )
         print("| concurrency | client | CPU µs/page | x hand loop | pages/s | x hand loop |")
         print("|--:|---|--:|--:|--:|--:|")
         for concurrency in (int(c) for c in args.concurrency.split(",")):
