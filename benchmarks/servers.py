@@ -46,7 +46,7 @@ ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 #: asyncio reads each response into a new 256 KiB buffer, which glibc serves with mmap,
 #: mremap and munmap (~20 µs a page) unless an earlier free raised its threshold: which
 #: client pays it depends on what it happened to allocate before, and it moved a client's
-#: CPU a page by 10-15% between runs (docs/performance.md, "The allocator").
+#: CPU a page by 9-23% between runs (docs/performance.md, "The engine": the allocator).
 FIXED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "4194304"}
 
 #: where the records are in a page (clients.py: RECORDS_PATH), and how many a page holds

@@ -648,9 +648,10 @@ def stream(
     validate each body into (``None``: plain JSON objects). ``concurrency`` requests run at
     once over one keep-alive session. ``ordered=True`` yields pages in page order through a
     reorder window of ``window`` pages (default ``4 * concurrency``) inside which workers keep
-    fetching while a slow page holds the head. ``buffer`` bounds the pages fetched but not yet
-    consumed (default ``min(concurrency, 4)``). ``params`` are added to the URL's query (never
-    mutated); ``max_pages`` caps the number of pages whatever the paginator says.
+    fetching while a slow page holds the head. Unordered, the pages fetched but not yet
+    consumed are at most ``concurrency + buffer`` (``buffer``: default ``min(concurrency,
+    4)``). ``params`` are added to the URL's query (never mutated); ``max_pages`` caps the
+    number of pages whatever the paginator says.
 
     Resilience: ``retry`` (``True``: ``RetryPolicy()``, 10 attempts, equal-jitter backoff from
     20 ms, ``Retry-After`` honoured; ``False``: one attempt; or your own ``RetryPolicy``),
@@ -695,10 +696,12 @@ def stream(
     if buffer is None:
         # Small on purpose: the collector's youngest generation is collected every ~700
         # objects allocated and not yet freed, and pages waiting for the consumer are such
-        # objects (~40 each for 14 records). 16 of them took it past the threshold on their
-        # own: at concurrency 200 (20 ms) the young collections went 31-32 → 61-71 a 10^4-page
-        # run, 7-10 → 36-46 ms, each walking the young requests in flight too. The requests
-        # in flight are the slack between fetch and consumer; the buffer only smooths it.
+        # objects (~30-35 each for 14 records). With 16, ~10-12 of them waited at a typical
+        # collection against ~2 with 4, and with the requests started meanwhile they brought
+        # the count to 700 twice as often: at concurrency 200 (20 ms) 31-32 → 61-71 young
+        # collections a 10^4-page run, 7-10 → 36-46 ms, each walking the young requests in
+        # flight too. The requests in flight are the slack between fetch and consumer (the
+        # window is concurrency + buffer); the buffer only smooths it.
         buffer = min(concurrency, 4)
     elif isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ConfigurationError(f"buffer={buffer!r} must be a whole number >= 1")
