@@ -50,8 +50,9 @@ from report import RESULTS, write_report
 from runs import ALL_CLIENTS, REFERENCE, SINKS, snapshot_streampage
 from scenarios import SECTIONS, build_scenarios, preflight, prepare_sinks, run_scenarios
 from servers import (
-    FIXED_ALLOCATOR,
     Servers,
+    add_allocator_option,
+    allocator_env,
     ensure_cursor_pages,
     ensure_nginx,
     ensure_pages,
@@ -138,13 +139,7 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="streampage clients: RetryPolicy(backoff=SECONDS) instead of the default policy",
     )
-    parser.add_argument(
-        "--allocator",
-        choices=("fixed", "as-is"),
-        default="fixed",
-        help="glibc's mmap threshold for every client: fixed (default) or left to each "
-        "client's allocation history (asyncio's 256 KiB read buffers: docs/performance.md)",
-    )
+    add_allocator_option(parser)
     parser.add_argument("--quick", action="store_true", help="smoke check: small sizes, 1 round")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client to CPUs")
     parser.add_argument(
@@ -266,8 +261,7 @@ def main() -> None:
     if pin:
         os.sched_setaffinity(0, {0})  # this parent mostly waits; keep it off the client's core
         client_cpu = 1
-    if args.allocator == "fixed":
-        runs.ALLOCATOR.update(FIXED_ALLOCATOR)
+    runs.ALLOCATOR.update(allocator_env(args))
     scenarios = build_scenarios(args, clients)
     nginx = ensure_nginx(install=not args.no_install)
     # 200 pages at least: the preflight fetches that many (the sources scenario has its own)

@@ -14,6 +14,7 @@ Every other module of ``bench.py`` builds on this one (``log`` and the paths are
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -48,6 +49,23 @@ ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 #: client pays it depends on what it happened to allocate before, and it moved a client's
 #: CPU a page by 9-23% between runs (docs/performance.md, "The engine": the allocator).
 FIXED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "4194304"}
+
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """``--allocator fixed|as-is``, the same in every script that compares clients."""
+    parser.add_argument(
+        "--allocator",
+        choices=("fixed", "as-is"),
+        default="fixed",
+        help="glibc's mmap threshold for every client: fixed (default) or left to each "
+        "client's allocation history (asyncio's 256 KiB read buffers: docs/performance.md)",
+    )
+
+
+def allocator_env(args: argparse.Namespace) -> dict[str, str]:
+    """What ``--allocator`` adds to a client's environment."""
+    return dict(FIXED_ALLOCATOR) if args.allocator == "fixed" else {}
+
 
 #: where the records are in a page (clients.py: RECORDS_PATH), and how many a page holds
 RECORDS_PATH = "items"

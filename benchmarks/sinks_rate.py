@@ -89,7 +89,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servers import FIXED_ALLOCATOR, PER_PAGE, free_port, page_body  # as bench.py
+from servers import (  # the pages bench.py serves, and its --allocator
+    FIXED_ALLOCATOR,
+    PER_PAGE,
+    add_allocator_option,
+    allocator_env,
+    free_port,
+    page_body,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -1003,12 +1010,7 @@ def parse_args() -> argparse.Namespace:
         help="also count each sink's instructions per page under valgrind (~1 min a run)",
     )
     parser.add_argument("--no-pin", action="store_true")
-    parser.add_argument(
-        "--allocator",
-        choices=("fixed", "as-is"),
-        default="fixed",
-        help="glibc's mmap threshold for every client: fixed (default) or left to luck",
-    )
+    add_allocator_option(parser)
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--quick", action="store_true", help="2,000 pages, 1 round")
     parser.add_argument("--out", type=Path, default=None)
@@ -1020,8 +1022,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.allocator == "fixed":
-        ALLOCATOR.update(FIXED_ALLOCATOR)
+    ALLOCATOR.update(allocator_env(args))
     kinds = ["none", *[k for k in args.sinks.split(",") if k and k != "none"]]
     unknown = set(kinds) - set(SINKS)
     if unknown:

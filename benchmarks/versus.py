@@ -28,11 +28,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from servers import FIXED_ALLOCATOR  # (this folder is first on sys.path)
+from servers import add_allocator_option, allocator_env  # (this folder is first on sys.path)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-#: added to every client's environment: FIXED_ALLOCATOR unless ``--allocator as-is``
+#: added to every client's environment (``--allocator``: servers.allocator_env)
 ALLOCATOR: dict[str, str] = {}
 
 
@@ -82,15 +82,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="50", help="comma-separated")
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument(
-        "--allocator",
-        choices=("fixed", "as-is"),
-        default="fixed",
-        help="glibc's mmap threshold for every client: fixed (default) or left to luck",
-    )
+    add_allocator_option(parser)
     args = parser.parse_args()
-    if args.allocator == "fixed":
-        ALLOCATOR.update(FIXED_ALLOCATOR)
+    ALLOCATOR.update(allocator_env(args))
     with tempfile.TemporaryDirectory() as work:
         clients: list[tuple[str, str, Path | None]] = [("hand-written loop", "handloop", None)]
         for rev in args.revs.split(","):
