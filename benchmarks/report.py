@@ -473,7 +473,7 @@ def build_notes(
         f"Medians of {rounds} interleaved rounds (client order rotated each round); each run "
         "is a fresh process. Spread is ±half the min-max range of pages/s.",
     ]
-    if getattr(args, "allocator", "as-is") == "fixed":
+    if args.allocator == "fixed":
         notes.append(
             "glibc's mmap threshold fixed for every client ("
             + ", ".join(f"{k}={v}" for k, v in FIXED_ALLOCATOR.items())
